@@ -1,0 +1,160 @@
+"""`dlbench train|resume|list|data`: thin dispatch to the modules that do the work."""
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from contextlib import suppress
+from datetime import datetime
+from pathlib import Path
+
+import hydra
+import yaml
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from dlbench.config import CONF_DIR, GROUPS, build, compose, group_options, path_safe
+
+log = logging.getLogger("dlbench")
+
+USAGE = """usage: dlbench <command> [arguments]
+
+  train [OVERRIDE ...]      train one run:   dlbench train model=cnn lr=0.01
+  train -m [OVERRIDE ...]   train a sweep:   dlbench train -m lr=1,0.1,0.01,0.001
+  resume RUN_DIR            continue an interrupted run from its last checkpoint
+  list                      the datasets, models, optimizers, ... that configs can name
+  data [DATASET ...]        make sure a dataset is on disk (default: fashion_mnist)
+
+`dlbench train --help` shows the composed config and every group; `--cfg job` prints it.
+"""
+
+# Hydra flags that print and exit: no run folder is made for them
+INFO_FLAGS = {"--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc",
+              "--resolve", "--package", "-p"}
+failed_runs: list[str] = []
+
+
+def _job(cfg: DictConfig) -> dict | None:
+    from dlbench.train import run
+
+    try:
+        return run(cfg)
+    except Exception:
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            raise
+        # the run recorded itself as failed; a sweep goes on and the exit status tells
+        log.exception("run failed: %s", HydraConfig.get().runtime.output_dir)
+        failed_runs.append(HydraConfig.get().runtime.output_dir)
+        return None
+
+
+_hydra_train = hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")(_job)
+
+
+def _make_unique_dir(base: Path) -> Path:
+    """Create base, or base-2, base-3...: mkdir is atomic, so two runs never get the same folder."""
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for i in range(1, 1000):
+        path = base if i == 1 else base.with_name(f"{base.name}-{i}")
+        with suppress(FileExistsError):
+            path.mkdir()
+            return path
+    raise RuntimeError(f"could not create a unique folder next to {base}")
+
+
+def _with_run_dir(args: list[str]) -> tuple[list[str], Path | None]:
+    """Add hydra.run.dir / hydra.sweep.dir with a folder made now, unless the user chose one."""
+    multirun = "-m" in args or "--multirun" in args
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    if any(a.split("=")[0] in INFO_FLAGS for a in args) or any(a.startswith(key + "=") for a in args):
+        return args, None
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    if multirun:
+        base = Path("outputs/sweeps") / stamp
+    else:
+        overrides = sorted(a for a in args if "=" in a and not a.startswith(("hydra.", "hydra/", "-")))
+        base = Path("outputs/runs") / (stamp + ("_" + path_safe(",".join(overrides)) if overrides else ""))
+    path = _make_unique_dir(base)
+    return [*args, f"{key}='{path}'"], path
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def cmd_train(args: list[str]) -> int:
+    args, made = _with_run_dir(args)
+    sys.argv = ["dlbench train", *args]  # Hydra reads its overrides from sys.argv
+    signal.signal(signal.SIGTERM, _interrupt)  # a killed run is recorded as interrupted
+    try:
+        _hydra_train()
+    finally:
+        if made is not None:
+            with suppress(OSError):
+                made.rmdir()  # still empty: Hydra stopped before running (e.g. a bad override)
+    if failed_runs:
+        print(f"dlbench: {len(failed_runs)} run(s) failed: {', '.join(failed_runs)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_resume(args: list[str]) -> int:
+    if len(args) != 1:
+        sys.exit("usage: dlbench resume RUN_DIR")
+    run_dir = Path(args[0])
+    overrides_file = run_dir / ".hydra" / "overrides.yaml"
+    if not overrides_file.exists():
+        sys.exit(f"dlbench: {run_dir} is not a run folder (no .hydra/overrides.yaml)")
+    overrides = yaml.safe_load(overrides_file.read_text()) or []
+    return cmd_train([*overrides, f"hydra.run.dir='{run_dir}'"])
+
+
+def cmd_list(args: list[str]) -> int:
+    from dlbench.models import MODELS
+
+    for group in GROUPS:
+        options = group_options(group)
+        print(f"{group + ':':<13}{' '.join(options) if options else '(none yet)'}")
+    unconfigured = sorted(set(MODELS) - set(group_options("model")))
+    if unconfigured:
+        print(f"{'':<13}(registered without a config: {' '.join(unconfigured)})")
+    return 0
+
+
+def cmd_data(args: list[str]) -> int:
+    from dlbench.data import DataNotFoundError
+    from dlbench.data.vision import DEBIAN_PACKAGES
+
+    for name in args or ["fashion_mnist"]:
+        if name not in group_options("dataset"):
+            sys.exit(f"dlbench: unknown dataset {name!r}; valid: {' '.join(group_options('dataset'))}")
+        cfg = compose([f"dataset={name}"])
+        try:
+            data = build(cfg.dataset)
+        except DataNotFoundError as err:
+            package = DEBIAN_PACKAGES.get(name)
+            if not (package and shutil.which("apt-get") and os.geteuid() == 0):
+                sys.exit(f"dlbench: {err}")
+            print(f"{name}: not on disk; installing Debian's {package}", flush=True)
+            subprocess.run(["apt-get", "update", "-q"], check=True)
+            subprocess.run(["apt-get", "install", "-y", "-q", package], check=True)
+            data = build(cfg.dataset)
+        splits = ", ".join(f"{len(s):,} {k}" for k, s in
+                           {"train": data.train, "val": data.val, "test": data.test}.items() if s is not None)
+        print(f"{name}: {splits} images of shape {tuple(data.in_shape)}, {data.num_classes} classes")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "resume": cmd_resume, "list": cmd_list, "data": cmd_data}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return
+    if argv[0] not in COMMANDS:
+        sys.exit(f"dlbench: unknown command {argv[0]!r}; commands: {', '.join(COMMANDS)}\n\n{USAGE}")
+    sys.exit(COMMANDS[argv[0]](argv[1:]))

@@ -1,0 +1,48 @@
+"""Where the configs live, the resolvers they use, and composing them outside the CLI."""
+import re
+from pathlib import Path
+
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
+
+# A wheel carries conf/ inside the package; an editable install reads the repository's conf/.
+_PACKAGED = Path(__file__).resolve().parent / "conf"
+CONF_DIR = _PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().parents[2] / "conf"
+GROUPS = ("dataset", "model", "optimizer", "scheduler", "regularizer", "loss", "trainer", "logger",
+          "experiment")
+
+
+def path_safe(text: str, max_len: int = 120) -> str:
+    """An override string as one readable folder name: no '/', no leading dot, bounded length."""
+    text = re.sub(r"[/\\\s]+", "_", str(text)).lstrip(".")
+    return text[:max_len] or "defaults"
+
+
+OmegaConf.register_new_resolver("path_safe", path_safe, replace=True)
+
+
+def group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """The same config `dlbench train <overrides>` would run, for Python users and tests."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return hydra_compose(config_name="train", overrides=list(overrides))
+
+
+def build(node: DictConfig, **kwargs):
+    """hydra's instantiate, but our own errors (unknown names, missing data) reach the user as
+    themselves rather than wrapped in an InstantiationException's repr."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    from dlbench.data import DataNotFoundError
+
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, (DataNotFoundError, ValueError)):
+            raise err.__cause__ from None
+        raise

@@ -1,0 +1,107 @@
+"""Datasets as in-memory tensors on the run's device, and the batches cut from them.
+
+A *source* (registered by name) returns the raw uint8 images of the train and test sets;
+`build_dataset` splits off validation, applies `limit`, converts and normalises once on the device.
+"""
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from dlbench.data.loader import Batches
+
+
+class DataNotFoundError(FileNotFoundError):
+    pass
+
+
+@dataclass
+class RawData:
+    train_x: torch.Tensor  # (N, C, H, W) uint8
+    train_y: torch.Tensor  # (N,) int64
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    classes: list[str]
+
+
+@dataclass
+class Split:
+    x: torch.Tensor  # (N, C, H, W) float32, normalised, on the run's device
+    y: torch.Tensor  # (N,) int64, same device
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass
+class Dataset:
+    name: str
+    train: Split
+    val: Split | None
+    test: Split
+    classes: list[str]
+    mean: list[float]  # per channel, of the training split, in [0, 1] pixel units
+    std: list[float]
+
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        return tuple(self.train.x.shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def eval_splits(self) -> dict[str, Split]:
+        splits = {"val": self.val, "test": self.test}
+        return {k: v for k, v in splits.items() if v is not None and len(v)}
+
+
+SOURCES: dict[str, Callable[..., RawData]] = {}
+
+
+def register_source(fn: Callable[..., RawData]) -> Callable[..., RawData]:
+    if fn.__name__ in SOURCES:
+        raise ValueError(f"dataset source {fn.__name__!r} is registered twice")
+    SOURCES[fn.__name__] = fn
+    return fn
+
+
+def load_source(name: str, **kwargs) -> RawData:
+    if name not in SOURCES:
+        raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(sorted(SOURCES))}")
+    return SOURCES[name](**kwargs)
+
+
+def build_dataset(name: str, val_split: float = 0.1, limit: int | None = None, seed: int = 0,
+                  device: str | torch.device = "cpu", **source_kwargs) -> Dataset:
+    raw = load_source(name, **source_kwargs)
+    perm = torch.randperm(len(raw.train_y), generator=torch.Generator().manual_seed(seed))
+    n_val = round(val_split * len(perm))
+    val_idx, train_idx = perm[:n_val], perm[n_val:]
+    if limit is not None:
+        train_idx = train_idx[:limit]
+    train_u8 = raw.train_x[train_idx]
+    # per-channel statistics of the training split only; float64 so 54k images sum exactly enough
+    mean = train_u8.double().mean(dim=(0, 2, 3)) / 255
+    std = train_u8.double().std(dim=(0, 2, 3)) / 255
+
+    def to_split(x_u8: torch.Tensor, y: torch.Tensor) -> Split:
+        x = x_u8.to(device).float().div_(255)  # move as uint8 (4x fewer bytes), convert there
+        x.sub_(mean.float().to(device).view(1, -1, 1, 1)).div_(std.float().to(device).view(1, -1, 1, 1))
+        return Split(x, y.to(device=device, dtype=torch.long))
+
+    return Dataset(
+        name=name,
+        train=to_split(train_u8, raw.train_y[train_idx]),
+        val=to_split(raw.train_x[val_idx], raw.train_y[val_idx]) if n_val else None,
+        test=to_split(raw.test_x, raw.test_y),
+        classes=list(raw.classes),
+        mean=mean.tolist(),
+        std=std.tolist(),
+    )
+
+
+from dlbench.data import vision  # noqa: E402,F401  (registers the image sources)
+
+__all__ = ["Batches", "Dataset", "DataNotFoundError", "RawData", "Split", "SOURCES", "build_dataset",
+           "load_source", "register_source"]

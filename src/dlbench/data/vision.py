@@ -1,0 +1,113 @@
+"""Image sources: MNIST and Fashion-MNIST through torchvision's own parsers, and sklearn's digits.
+
+Files are found in this order: the configured root (torchvision's layout <root>/<Class>/raw),
+a system mirror of the original files (.gz or unpacked; Debian's package recompresses them,
+so their MD5s differ from torchvision's and torchvision's parser is the check), unpacked into the
+root, then torchvision's download. When none works the error names every place tried.
+"""
+import shutil
+from pathlib import Path
+
+import torch
+import torchvision
+from torchvision.datasets.utils import extract_archive
+
+from dlbench.data import DataNotFoundError, RawData, register_source
+
+DEBIAN_PACKAGES = {"fashion_mnist": "dataset-fashion-mnist"}  # source name -> Debian package
+
+
+def _load(cls, root: Path) -> RawData:
+    train, test = cls(str(root), train=True), cls(str(root), train=False)
+    for split in (train, test):
+        if len(split.data) != len(split.targets) or len(split.data) == 0:
+            raise ValueError(f"{split.raw_folder}: {len(split.data)} images but {len(split.targets)} labels")
+    return RawData(train.data.unsqueeze(1), train.targets.long(), test.data.unsqueeze(1),
+                   test.targets.long(), list(train.classes))
+
+
+def _raw_names(cls) -> list[str]:
+    return [Path(fname).with_suffix("").name for fname, _ in cls.resources]  # without .gz
+
+
+def _missing_raw_files(cls, raw: Path) -> list[str]:
+    return [n for n in _raw_names(cls) if not (raw / n).is_file()]
+
+
+def _unpack_mirror(cls, mirror: Path, raw: Path) -> str | None:
+    """Unpack (or copy) the mirror's files into raw; return why not, or None on success."""
+    if not mirror.is_dir():
+        return "does not exist"
+    found = {n: next((p for p in (mirror / f"{n}.gz", mirror / n) if p.is_file()), None) for n in _raw_names(cls)}
+    missing = [n for n, p in found.items() if p is None]
+    if missing:
+        return f"missing {', '.join(missing)} (.gz or unpacked)"
+    raw.mkdir(parents=True, exist_ok=True)
+    for name, path in found.items():
+        if path.suffix == ".gz":
+            extract_archive(str(path), str(raw))
+        else:
+            shutil.copyfile(path, raw / name)
+    return None
+
+
+def _how_to_get(cls, name: str, raw: Path) -> str:
+    files = ", ".join(f for f, _ in cls.resources)
+    lines = [f"  - put the original files ({files}) in a folder and set dataset.mirror=FOLDER,",
+             f"    or their unpacked forms in {raw}/ (dataset.root, or $DLBENCH_DATA, sets the root)"]
+    if name in DEBIAN_PACKAGES:
+        pkg = DEBIAN_PACKAGES[name]
+        lines.insert(0, f"  - `dlbench data {name}` (as root it installs Debian's {pkg}),"
+                        f" or `apt-get install {pkg}` for the system mirror")
+    return "\n".join(lines)
+
+
+def load_idx_dataset(cls, name: str, root: str, mirror: str | None, download: bool) -> RawData:
+    root_path = Path(root).expanduser()
+    raw = root_path / cls.__name__ / "raw"
+    missing = _missing_raw_files(cls, raw)
+    if not missing:
+        return _load(cls, root_path)
+    tried = [f"{raw} (dataset.root): missing {', '.join(missing)}"]
+    if mirror:
+        why = _unpack_mirror(cls, Path(mirror), raw)
+        if why is None:
+            return _load(cls, root_path)
+        tried.append(f"{mirror} (dataset.mirror): {why}")
+    if download:
+        try:
+            cls(str(root_path), train=True, download=True)
+            cls(str(root_path), train=False, download=True)
+            return _load(cls, root_path)
+        except Exception as err:  # torchvision raises RuntimeError/URLError/OSError offline
+            tried.append(f"torchvision download into {raw}: failed ({str(err).splitlines()[0][:200]})")
+    else:
+        tried.append("torchvision download: skipped (dataset.download=false)")
+    raise DataNotFoundError(
+        f"{cls.__name__} data not found. Looked in:\n" + "\n".join(f"  - {t}" for t in tried)
+        + "\nTo get it:\n" + _how_to_get(cls, name, raw))
+
+
+@register_source
+def fashion_mnist(root: str, mirror: str | None = None, download: bool = True) -> RawData:
+    return load_idx_dataset(torchvision.datasets.FashionMNIST, "fashion_mnist", root, mirror, download)
+
+
+@register_source
+def mnist(root: str, mirror: str | None = None, download: bool = True) -> RawData:
+    return load_idx_dataset(torchvision.datasets.MNIST, "mnist", root, mirror, download)
+
+
+@register_source
+def digits(test_split: float = 0.2) -> RawData:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    # 0..16 intensities -> 0..255 so every source hands out the same uint8 range
+    x = torch.from_numpy(bunch.images * (255 / 16)).round().to(torch.uint8).unsqueeze(1)  # (N, 1, 8, 8)
+    y = torch.from_numpy(bunch.target).long()
+    # a fixed test split (seed 0), so runs with different seeds are scored on the same images
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    n_test = round(test_split * len(y))
+    test, train = perm[:n_test], perm[n_test:]
+    return RawData(x[train], y[train], x[test], y[test], [str(c) for c in bunch.target_names])

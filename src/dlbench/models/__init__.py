@@ -1,0 +1,29 @@
+"""One registry of model builders: `@register_model` a function, `create_model(name, **cfg)` it.
+
+A builder takes the data's `in_shape` (C, H, W) and `num_classes`, then its own config keys.
+"""
+from collections.abc import Callable
+
+from torch import nn
+
+MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    if fn.__name__ in MODELS:
+        raise ValueError(f"model {fn.__name__!r} is registered twice")
+    MODELS[fn.__name__] = fn
+    return fn
+
+
+def create_model(name: str, **kwargs) -> nn.Module:
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(sorted(MODELS))}")
+    return MODELS[name](**kwargs)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+from dlbench.models import cnn, mlp  # noqa: E402,F401  (registers the models)
