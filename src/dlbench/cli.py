@@ -37,10 +37,13 @@ failed_runs: list[str] = []
 
 
 def _job(cfg: DictConfig) -> dict | None:
+    from dlbench.data import DataNotFoundError
     from dlbench.train import run
 
     try:
         return run(cfg)
+    except DataNotFoundError as err:  # a set-up problem, the same for every run: say it and stop
+        sys.exit(f"dlbench: {err}")
     except Exception:
         if HydraConfig.get().mode != RunMode.MULTIRUN:
             raise

@@ -9,7 +9,7 @@ from torch import nn
 def train_one_epoch(model: nn.Module, batches: Iterable, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
                     on_step: Callable[[torch.Tensor], None] | None = None) -> dict[str, float]:
     model.train()
-    loss_sum = correct = n = 0
+    losses, corrects, sizes = [], [], []  # 0-d device tensors, reduced once at the end
     for x, y in batches:
         logits = model(x)  # (B, classes)
         loss = loss_fn(logits, y)
@@ -17,12 +17,14 @@ def train_one_epoch(model: nn.Module, batches: Iterable, loss_fn: nn.Module, opt
         loss.backward()
         optimizer.step()
         loss = loss.detach()
-        loss_sum += loss * len(y)  # 0-d tensors on the device after the first batch
-        correct += (logits.argmax(1) == y).sum()
-        n += len(y)
+        losses.append(loss)
+        corrects.append((logits.argmax(1) == y).sum())
+        sizes.append(len(y))
         if on_step is not None:
             on_step(loss)
-    return {"loss": float(loss_sum / n), "acc": float(correct / n)}
+    weights = torch.tensor(sizes, dtype=losses[0].dtype, device=losses[0].device)
+    return {"loss": float((torch.stack(losses) * weights).sum() / weights.sum()),
+            "acc": float(torch.stack(corrects).sum() / weights.sum())}
 
 
 @torch.no_grad()

@@ -31,6 +31,7 @@ class RunState:
     train_examples: int = 0
     wall_before: float = 0.0    # wall seconds spent by earlier processes of a resumed run
     started: float = field(default_factory=time.perf_counter)
+    ended: float | None = None  # set when the run stops, so every summary of it agrees
     status: str = "running"
     error: str | None = None
     diverged: dict | None = None
@@ -43,7 +44,7 @@ class RunState:
 
     @property
     def wall_seconds(self) -> float:
-        return self.wall_before + time.perf_counter() - self.started
+        return self.wall_before + (self.ended or time.perf_counter()) - self.started
 
     def end_epoch(self, metrics: dict, train_seconds: float, train_examples: int) -> None:
         self.epoch = metrics["epoch"]

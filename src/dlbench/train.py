@@ -10,7 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from dlbench.artifacts import build_summary, read_json, truncate_metrics
+from dlbench.artifacts import build_summary, read_json
 from dlbench.callbacks import Callbacks, default_callbacks
 from dlbench.callbacks.checkpoint import restore
 from dlbench.callbacks.divergence import Diverged
@@ -63,6 +63,7 @@ def fit(state: RunState, callbacks: Callbacks) -> dict:
         state.status, state.error = "failed", traceback.format_exc()
         raise
     finally:
+        state.ended = time.perf_counter()
         callbacks.on_run_end(state)
     return build_summary(state)
 
@@ -127,5 +128,4 @@ def _resume_if_checkpointed(state: RunState) -> None:
         raise RuntimeError(f"{state.run_dir} holds a run with a different config (differs in: "
                            f"{', '.join(changed)}); resume it with the same overrides or choose another folder")
     restore(state, ckpt)
-    state.history = truncate_metrics(state.run_dir, state.epoch)
     log.info("resuming %s from its checkpoint after epoch %d", state.run_dir, state.epoch)

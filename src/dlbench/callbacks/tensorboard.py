@@ -9,8 +9,8 @@ from torch.utils.tensorboard.summary import hparams
 from dlbench.callbacks import Callback
 
 HPARAM_METRICS = ("train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc")
-# the HParams plugin's session status for each run status
-HPARAM_STATUS = {"completed": "STATUS_SUCCESS", "interrupted": "STATUS_ABORTED"}
+# the HParams plugin's session status for each run status (it has no "aborted")
+HPARAM_STATUS = {"completed": "STATUS_SUCCESS", "interrupted": "STATUS_UNKNOWN"}
 
 
 def flat_hparams(cfg) -> dict:
@@ -90,7 +90,7 @@ def sample_grid(state, n: int):
         ax.axis("off")
         if i < n:
             img = (data.train.x[i] * std + mean).clamp(0, 1).cpu()  # (C, H, W)
-            ax.imshow(img.permute(1, 2, 0).squeeze(-1), cmap="gray" if img.shape[0] == 1 else None)
+            ax.imshow(img.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray" if img.shape[0] == 1 else None)
             ax.set_title(data.classes[int(data.train.y[i])], fontsize=7)
     fig.tight_layout()
     return fig

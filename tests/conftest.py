@@ -1,0 +1,30 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dlbench.config import compose
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    """Run with the temp folder as the working directory, so outputs/ lands there."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def digits_cfg(*overrides: str):
+    """A seconds-long run: the bundled 8x8 digits, a small MLP, no progress bar."""
+    return compose(["dataset=digits", "model.hidden=[64]", "epochs=2", "trainer.progress=false", *overrides])
+
+
+def dlbench(*args: str, cwd: Path, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    """The real command line, in a fresh process (as a user types it)."""
+    env = {**os.environ, "CI": "1"}
+    proc = subprocess.run([sys.executable, "-m", "dlbench", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"dlbench {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc

@@ -1,0 +1,130 @@
+"""The command line as a user types it, in fresh processes, on real data. Slow: seconds each."""
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from tests.conftest import dlbench
+
+pytestmark = pytest.mark.slow
+
+
+def summary(folder):
+    return json.loads((folder / "summary.json").read_text())
+
+
+def losses(folder):
+    return [(m["train/loss"], m["val/loss"], m["test/acc"])
+            for m in map(json.loads, (folder / "metrics.jsonl").read_text().splitlines())]
+
+
+def only(paths):
+    paths = list(paths)
+    assert len(paths) == 1, paths
+    return paths[0]
+
+
+def test_fashion_mnist_run_end_to_end(in_tmp):
+    dlbench("train", "dataset.limit=5000", "epochs=2", cwd=in_tmp)
+    run = only((in_tmp / "outputs" / "runs").iterdir())
+    assert run.name.endswith("_dataset.limit=5000,epochs=2")
+    for name in (".hydra/config.yaml", ".hydra/overrides.yaml", "metrics.jsonl", "summary.json", "train.log",
+                 "checkpoints/last.pt", "checkpoints/best.pt", "plots/curves.png"):
+        assert (run / name).is_file(), name
+    s = summary(run)
+    assert (s["status"], s["dataset"], s["model"], s["epochs_completed"]) == ("completed", "fashion_mnist", "mlp", 2)
+    assert s["test/acc"] > 0.7 and s["best/val/acc"] > 0.7  # chance is 0.1
+    assert s["params"] == 669_706 and s["overrides"] == ["dataset.limit=5000", "epochs=2"]
+    assert 0 < s["wall_seconds"] < 600 and s["train_examples_per_second"] > 100
+    events = EventAccumulator(str(run))
+    events.Reload()
+    assert {"train/loss", "val/acc", "test/acc", "lr", "train/step_loss"} <= set(events.Tags()["scalars"])
+    assert "epoch 2/2" in (run / "train.log").read_text()
+
+
+def test_model_cnn_lr_001_is_the_whole_spelling(in_tmp):
+    dlbench("train", "model=cnn", "lr=0.01", "dataset.limit=500", "epochs=1", cwd=in_tmp)
+    run = only((in_tmp / "outputs" / "runs").iterdir())
+    config = yaml.safe_load((run / ".hydra" / "config.yaml").read_text())
+    assert config["model"]["name"] == "cnn" and config["optimizer"]["lr"] == "${lr}" and config["lr"] == 0.01
+    s = summary(run)
+    assert (s["status"], s["model"], s["lr"]) == ("completed", "cnn", 0.01)
+
+
+def test_sweep_with_a_diverging_rate_finishes(in_tmp):
+    proc = dlbench("train", "-m", "lr=10,0.1", "dataset=digits", "epochs=3", cwd=in_tmp)
+    assert proc.returncode == 0
+    sweep = only((in_tmp / "outputs" / "sweeps").iterdir())
+    statuses = {run.name: summary(run)["status"] for run in sweep.iterdir() if run.is_dir()}
+    assert statuses == {"dataset=digits,epochs=3,lr=10": "diverged", "dataset=digits,epochs=3,lr=0.1": "completed"}
+    assert (sweep / "multirun.yaml").is_file()
+
+
+def test_two_sweeps_started_together_get_their_own_folders(in_tmp):
+    args = [sys.executable, "-m", "dlbench", "train", "-m", "dataset=digits", "epochs=1", "model.hidden=[16]"]
+    procs = [subprocess.Popen([*args, f"seed={i}"], cwd=in_tmp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             for i in range(2)]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    sweeps = sorted((in_tmp / "outputs" / "sweeps").iterdir())
+    assert len(sweeps) == 2
+    seeds = sorted(summary(only(d for d in s.iterdir() if d.is_dir()))["seed"] for s in sweeps)
+    assert seeds == [0, 1]
+
+
+def start_and_kill_after_first_epoch(cmd, run_dir, cwd, sig):
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.time() + 240
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 1):
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read().decode()[-2000:]
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    proc.wait(timeout=60)
+    return proc
+
+
+def test_a_killed_run_resumes_to_the_same_numbers(in_tmp):
+    args = ["train", "dataset.limit=20000", "epochs=4", "model.hidden=[256]"]
+    dlbench(*args, "hydra.run.dir=straight", cwd=in_tmp)
+    cmd = [sys.executable, "-m", "dlbench", *args, "hydra.run.dir=killed"]
+    start_and_kill_after_first_epoch(cmd, in_tmp / "killed", in_tmp, signal.SIGKILL)
+    cut = summary(in_tmp / "killed")
+    assert cut["status"] == "running" and cut["epochs_completed"] < 4  # killed mid-run, nothing closed it
+    dlbench("resume", "killed", cwd=in_tmp)
+    assert summary(in_tmp / "killed")["status"] == "completed"
+    assert losses(in_tmp / "killed") == losses(in_tmp / "straight")
+
+
+def test_sigterm_marks_the_run_interrupted(in_tmp):
+    cmd = [sys.executable, "-m", "dlbench", "train", "dataset.limit=20000", "epochs=50", "hydra.run.dir=run"]
+    proc = start_and_kill_after_first_epoch(cmd, in_tmp / "run", in_tmp, signal.SIGTERM)
+    assert proc.returncode != 0
+    s = summary(in_tmp / "run")
+    assert s["status"] == "interrupted" and 1 <= s["epochs_completed"] < 50
+
+
+def test_unknown_model_lists_the_valid_ones_and_leaves_no_folder(in_tmp):
+    proc = dlbench("train", "model=nosuch", cwd=in_tmp, check=False)
+    assert proc.returncode != 0
+    assert "Could not find 'model/nosuch'" in proc.stderr and "cnn" in proc.stderr and "mlp" in proc.stderr
+    assert not list((in_tmp / "outputs" / "runs").iterdir())
+
+
+def test_missing_data_says_where_it_looked(in_tmp):
+    proc = dlbench("train", f"dataset.root={in_tmp}/none", f"dataset.mirror={in_tmp}/none", "dataset.download=false",
+                   cwd=in_tmp, check=False)
+    assert proc.returncode != 0
+    assert "FashionMNIST data not found. Looked in:" in proc.stderr
+    assert "apt-get install dataset-fashion-mnist" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_list_names_every_group_option(in_tmp):
+    out = dlbench("list", cwd=in_tmp).stdout
+    lines = {line.split(":")[0]: line.split(":")[1].split() for line in out.splitlines() if ":" in line}
+    assert {"mlp", "cnn"} <= set(lines["model"]) and {"fashion_mnist", "mnist", "digits"} <= set(lines["dataset"])
+    assert {"sgd", "adam"} <= set(lines["optimizer"]) and {"none", "step"} <= set(lines["scheduler"])

@@ -1,0 +1,67 @@
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from dlbench.config import CONF_DIR, GROUPS, build, compose, group_options, path_safe
+from dlbench.optim import build_optimizer, build_scheduler
+
+
+@pytest.mark.parametrize("group", [g for g in GROUPS if g != "experiment"])
+def test_every_group_option_composes_and_instantiates(group):
+    options = group_options(group)
+    assert options, f"conf/{group}/ has no options"
+    for option in options:
+        overrides = [f"{group}={option}"] + (["dataset=digits"] if group != "dataset" else [])
+        cfg = compose(overrides)
+        node = cfg[group]
+        if group == "dataset" and option != "digits":
+            assert node._target_ == "dlbench.data.build_dataset" and node.name == option
+        elif group == "dataset":
+            data = build(node, seed=0)
+            assert data.num_classes == 10
+        elif group == "model":
+            model = build(node, in_shape=(1, 8, 8), num_classes=10)
+            assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
+        elif group == "optimizer":
+            assert isinstance(build_optimizer(node, [torch.nn.Parameter(torch.zeros(2))]), torch.optim.Optimizer)
+        elif group == "scheduler":
+            opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1)
+            sched = build_scheduler(node, opt)
+            assert (sched is None) == (option == "none")
+        elif group == "loss":
+            assert isinstance(instantiate(node), torch.nn.Module)
+        else:
+            assert node is not None
+
+
+def test_top_level_knobs_reach_the_groups():
+    cfg = compose(["model=cnn", "lr=0.01"])
+    opt = build_optimizer(cfg.optimizer, [torch.nn.Parameter(torch.zeros(2))])
+    assert opt.param_groups[0]["lr"] == 0.01
+    assert cfg.model.name == "cnn"
+    adam = build_optimizer(compose(["optimizer=adam", "lr=1e-3"]).optimizer, [torch.nn.Parameter(torch.zeros(2))])
+    assert isinstance(adam, torch.optim.Adam) and adam.param_groups[0]["lr"] == 1e-3
+
+
+def test_defaults_are_the_documented_ones():
+    cfg = compose()
+    assert (cfg.dataset.name, cfg.model.name, list(cfg.model.hidden)) == ("fashion_mnist", "mlp", [512, 512])
+    assert (cfg.optimizer._target_, cfg.lr, cfg.batch_size, cfg.epochs) == ("torch.optim.SGD", 0.1, 64, 10)
+    assert (cfg.device, cfg.target_acc, cfg.dataset.val_split) == ("auto", 0.85, 0.1)
+
+
+def test_unknown_model_composition_lists_the_valid_names():
+    with pytest.raises(Exception) as err:
+        compose(["model=nosuch"])
+    message = str(err.value)
+    assert "nosuch" in message and all(name in message for name in group_options("model"))
+
+
+def test_path_safe_makes_one_folder_name():
+    assert path_safe("dataset.root=/tmp/x,lr=0.1") == "dataset.root=_tmp_x,lr=0.1"
+    assert path_safe("") == "defaults"
+    assert "/" not in path_safe("a/" * 200) and len(path_safe("a/" * 200)) <= 120
+
+
+def test_conf_dir_is_the_repository_conf():
+    assert (CONF_DIR / "train.yaml").is_file()
