@@ -1,9 +1,10 @@
 import pytest
 import torch
-from hydra.utils import instantiate
 
 from dlbench.config import CONF_DIR, GROUPS, build, compose, group_options, path_safe
-from dlbench.optim import build_optimizer, build_scheduler
+from dlbench.losses import build_loss
+from dlbench.optim import build_optimizer, build_schedule
+from dlbench.regularizers import build_regularizers
 
 
 @pytest.mark.parametrize("group", [g for g in GROUPS if g != "experiment"])
@@ -26,10 +27,16 @@ def test_every_group_option_composes_and_instantiates(group):
             assert isinstance(build_optimizer(node, [torch.nn.Parameter(torch.zeros(2))]), torch.optim.Optimizer)
         elif group == "scheduler":
             opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1)
-            sched = build_scheduler(node, opt)
-            assert (sched is None) == (option == "none")
+            schedule = build_schedule(node, opt, epochs=3, steps_per_epoch=10)
+            assert (schedule.main is None) == (option == "none")
         elif group == "loss":
-            assert isinstance(instantiate(node), torch.nn.Module)
+            data = build(compose(["dataset=digits"]).dataset, seed=0)
+            loss = build_loss(node, data)
+            assert isinstance(loss, torch.nn.Module)
+            assert loss(torch.randn(4, 10), torch.tensor([0, 1, 0, 1])).dim() == 0
+        elif group == "regularizer":
+            model = build(compose(["dataset=digits"]).model, in_shape=(1, 8, 8), num_classes=10)
+            build_regularizers(node, model, torch.nn.CrossEntropyLoss())
         else:
             assert node is not None
 

@@ -23,7 +23,8 @@ def test_train_one_epoch_reports_the_example_weighted_mean_and_calls_on_step():
     seen = []
     # lr=0: the weights do not move, so the epoch's mean loss must equal the loss of the data
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
-    result = train_one_epoch(model, Batches(split, 4, shuffle=False), nn.CrossEntropyLoss(), opt, on_step=seen.append)
+    result = train_one_epoch(model, Batches(split, 4, shuffle=False), nn.CrossEntropyLoss(), opt,
+                             on_step=lambda step: seen.append(step["loss"]))
     assert len(seen) == 3 and all(t.dim() == 0 and not t.requires_grad for t in seen)
     with torch.no_grad():
         expected = nn.functional.cross_entropy(model(split.x), split.y).item()

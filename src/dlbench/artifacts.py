@@ -93,6 +93,7 @@ def build_summary(state) -> dict:
         "device": str(state.device),
         "seed": cfg.seed,
         "overrides": state.overrides,
+        **state.extras,
         "diverged": state.diverged,
         "error": state.error,
     }

@@ -7,24 +7,41 @@ from torch import nn
 
 
 def train_one_epoch(model: nn.Module, batches: Iterable, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
-                    on_step: Callable[[torch.Tensor], None] | None = None) -> dict[str, float]:
+                    on_step: Callable[[dict], None] | None = None, clip_grad: float | None = None) -> dict[str, float]:
+    """on_step gets {"loss": 0-d tensor} after every optimizer step, plus "grad/norm" (the norm
+    before clipping) when clip_grad is set: one dict, updated in place, so keep values, not it."""
     model.train()
-    losses, corrects, sizes = [], [], []  # 0-d device tensors, reduced once at the end
+    losses, corrects, sizes, norms = [], [], [], []  # 0-d device tensors, reduced once at the end
+    step: dict[str, torch.Tensor] = {}
     for x, y in batches:
         logits = model(x)  # (B, classes)
         loss = loss_fn(logits, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if clip_grad is not None:
+            norms.append(nn.utils.clip_grad_norm_(model.parameters(), clip_grad))
+            step["grad/norm"] = norms[-1]
         optimizer.step()
-        loss = loss.detach()
+        step["loss"] = loss = loss.detach()
         losses.append(loss)
         corrects.append((logits.argmax(1) == y).sum())
         sizes.append(len(y))
         if on_step is not None:
-            on_step(loss)
+            on_step(step)
     weights = torch.tensor(sizes, dtype=losses[0].dtype, device=losses[0].device)
-    return {"loss": float((torch.stack(losses) * weights).sum() / weights.sum()),
-            "acc": float(torch.stack(corrects).sum() / weights.sum())}
+    result = {"loss": float((torch.stack(losses) * weights).sum() / weights.sum()),
+              "acc": float(torch.stack(corrects).sum() / weights.sum())}
+    if norms:
+        result["grad_norm"] = float(torch.stack(norms).mean())
+    return result
+
+
+@torch.no_grad()
+def predict(model: nn.Module, batches: Iterable) -> tuple[torch.Tensor, torch.Tensor]:
+    """All predicted and true labels of an evaluation pass, (N,) each."""
+    model.eval()
+    preds, labels = zip(*[(model(x).argmax(1), y) for x, y in batches])
+    return torch.cat(preds), torch.cat(labels)
 
 
 @torch.no_grad()

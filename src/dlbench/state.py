@@ -7,7 +7,8 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from dlbench.data import Dataset
+from dlbench.data import Batches, Dataset
+from dlbench.optim import Schedule
 
 
 @dataclass
@@ -18,9 +19,12 @@ class RunState:
     data: Dataset
     model: nn.Module
     optimizer: torch.optim.Optimizer
-    scheduler: object | None
-    loss_fn: nn.Module
-    generator: torch.Generator  # draws each epoch's batch order
+    schedule: Schedule
+    loss_fn: nn.Module           # evaluation's loss; training may add penalties (train_loss)
+    train_loss: nn.Module
+    train_batches: Batches       # a new order each pass, drawn from `generator`
+    generator: torch.Generator
+    clip_grad: float | None = None
     overrides: list[str] = field(default_factory=list)
     epoch: int = 0              # epochs completed
     global_step: int = 0
@@ -36,6 +40,8 @@ class RunState:
     error: str | None = None
     diverged: dict | None = None
     should_stop: bool = False
+    extras: dict = field(default_factory=dict)   # callbacks' additions to summary.json
+    images: dict = field(default_factory=dict)   # name -> (H, W, 3) uint8, for TensorBoard
 
     @property
     def monitor(self) -> str:

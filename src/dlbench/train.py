@@ -7,17 +7,18 @@ from pathlib import Path
 
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from dlbench.artifacts import build_summary, read_json
+from dlbench.artifacts import build_summary, read_json, truncate_metrics
 from dlbench.callbacks import Callbacks, default_callbacks
 from dlbench.callbacks.checkpoint import restore
 from dlbench.callbacks.divergence import Diverged
 from dlbench.config import build
 from dlbench.data import Batches
 from dlbench.loop import evaluate, train_one_epoch
-from dlbench.optim import build_optimizer, build_scheduler
+from dlbench.losses import build_loss
+from dlbench.optim import build_optimizer, build_schedule
+from dlbench.regularizers import build_regularizers
 from dlbench.runtime import resolve_device, seed_everything
 from dlbench.state import RunState
 
@@ -40,12 +41,26 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
     seed_everything(cfg.seed)
     data = build(cfg.dataset, seed=cfg.seed, device=device)
     model = build(cfg.model, in_shape=data.in_shape, num_classes=data.num_classes).to(device)
+    state, extra_callbacks = _training_state(cfg, run_dir, device, data, model)
+    state.overrides = overrides
+    _resume(state)
+    # regularizers' callbacks (early stopping) first: they restore weights before the end is reported
+    return fit(state, Callbacks(extra_callbacks + default_callbacks(cfg)))
+
+
+def _training_state(cfg: DictConfig, run_dir: Path, device: torch.device, data, model) -> tuple[RunState, list]:
+    """The optimizer, schedule, losses, regularizers and batches that train `model` on `data`."""
     optimizer = build_optimizer(cfg.optimizer, model.parameters())
+    loss_fn = build_loss(cfg.loss, data)
+    regs = build_regularizers(cfg.get("regularizer"), model, loss_fn)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    batches = data.train_batches(cfg.batch_size, generator, transform=regs.transform)
+    schedule = build_schedule(cfg.scheduler, optimizer, cfg.epochs, len(batches), cfg.warmup_steps,
+                              monitor="val/loss" if data.val is not None else "train/loss")
     state = RunState(cfg=cfg, run_dir=run_dir, device=device, data=data, model=model, optimizer=optimizer,
-                     scheduler=build_scheduler(cfg.scheduler, optimizer), loss_fn=instantiate(cfg.loss),
-                     generator=torch.Generator().manual_seed(cfg.seed), overrides=overrides)
-    _resume_if_checkpointed(state)
-    return fit(state, Callbacks(default_callbacks(cfg)))
+                     schedule=schedule, loss_fn=loss_fn, train_loss=regs.train_loss, train_batches=batches,
+                     generator=generator, clip_grad=regs.clip_grad)
+    return state, regs.callbacks
 
 
 def fit(state: RunState, callbacks: Callbacks) -> dict:
@@ -73,22 +88,26 @@ def run_epoch(state: RunState, callbacks: Callbacks) -> None:
     start = time.perf_counter()
     callbacks.on_epoch_start(state)
 
-    def on_step(loss: torch.Tensor) -> None:
-        state.global_step += 1
-        callbacks.on_step(state, loss)
+    lr = state.optimizer.param_groups[0]["lr"]  # the rate the epoch starts with
 
-    batches = Batches(data.train, cfg.batch_size, shuffle=True, generator=state.generator)
-    train = train_one_epoch(state.model, batches, state.loss_fn, state.optimizer, on_step=on_step)
+    def on_step(step: dict) -> None:
+        state.global_step += 1
+        state.schedule.step_batch()
+        callbacks.on_step(state, step)
+
+    train = train_one_epoch(state.model, state.train_batches, state.train_loss, state.optimizer, on_step=on_step,
+                            clip_grad=state.clip_grad)
     train_seconds = time.perf_counter() - start
     metrics = {"epoch": state.epoch + 1, "train/loss": train["loss"], "train/acc": train["acc"]}
+    if "grad_norm" in train:
+        metrics["grad/norm"] = train["grad_norm"]  # mean norm before clipping
     for name, split in data.eval_splits().items():
         result = evaluate(state.model, Batches(split, cfg.trainer.eval_batch_size, shuffle=False), state.loss_fn)
         metrics.update({f"{name}/loss": result["loss"], f"{name}/acc": result["acc"]})
-    metrics["lr"] = state.optimizer.param_groups[0]["lr"]  # the rate this epoch trained with
-    if state.scheduler is not None:
-        state.scheduler.step()
+    metrics["lr"] = lr
+    state.schedule.step_epoch(metrics)
     metrics["epoch_seconds"] = round(time.perf_counter() - start, 4)
-    state.end_epoch(metrics, train_seconds, len(data.train))
+    state.end_epoch(metrics, train_seconds, state.train_batches.num_examples)
     callbacks.on_epoch_end(state, metrics)
 
 
@@ -116,10 +135,16 @@ def _log_to(path: Path) -> None:
     log.setLevel(logging.INFO)
 
 
-def _resume_if_checkpointed(state: RunState) -> None:
+def _resume(state: RunState) -> None:
+    """Continue from checkpoints/last.pt if the folder has one. metrics.jsonl keeps only the epochs
+    the checkpoint covers: a kill between a metrics line and its checkpoint redoes that epoch."""
     path = state.run_dir / "checkpoints" / "last.pt"
-    if not path.exists():
-        return
+    if path.exists():
+        _restore_checkpoint(state, path)
+    state.history = truncate_metrics(state.run_dir, state.epoch)
+
+
+def _restore_checkpoint(state: RunState, path: Path) -> None:
     ckpt = torch.load(path, map_location=state.device, weights_only=False)  # our own file: RNG states
     saved = ckpt["config"]
     current = OmegaConf.to_container(state.cfg, resolve=True)

@@ -1,11 +1,13 @@
 """Everything that watches a run is a callback: the loop only calls these hooks."""
-import torch
+import logging
+
+log = logging.getLogger("dlbench")
 
 
 class Callback:
     def on_run_start(self, state) -> None: ...
     def on_epoch_start(self, state) -> None: ...
-    def on_step(self, state, loss: torch.Tensor) -> None: ...  # loss: 0-d, detached, on the device
+    def on_step(self, state, step: dict) -> None: ...  # {"loss": 0-d tensor, maybe "grad/norm"}, on the device
     def on_epoch_end(self, state, metrics: dict) -> None: ...
     def on_run_end(self, state) -> None: ...  # always called, whatever the status
 
@@ -25,9 +27,9 @@ class Callbacks:
         for c in self.callbacks:
             c.on_epoch_start(state)
 
-    def on_step(self, state, loss: torch.Tensor) -> None:
+    def on_step(self, state, step: dict) -> None:
         for c in self.stepping:
-            c.on_step(state, loss)
+            c.on_step(state, step)
 
     def on_epoch_end(self, state, metrics: dict) -> None:
         for c in self.callbacks:
@@ -40,18 +42,22 @@ class Callbacks:
                 c.on_run_end(state)
             except Exception as err:  # one failing writer must not keep the others from closing
                 errors.append(err)
-        if errors:
+        if errors and state.status in ("completed", "diverged"):
             raise errors[0]
+        for err in errors:  # the run's own error is the one to propagate
+            log.error("while closing a %s run: %r", state.status, err)
 
 
 def default_callbacks(cfg) -> list[Callback]:
     from dlbench.callbacks.checkpoint import Checkpointer
+    from dlbench.callbacks.classes import ClassReport
     from dlbench.callbacks.divergence import DivergenceGuard
     from dlbench.callbacks.files import RunFiles
     from dlbench.callbacks.progress import EpochLog, ProgressBar, wants_progress_bar
     from dlbench.callbacks.tensorboard import TensorBoard
 
-    callbacks: list[Callback] = [RunFiles()]
+    # order matters at the end: ClassReport adds to the summary before RunFiles writes it
+    callbacks: list[Callback] = [ClassReport(), RunFiles()]
     if cfg.logger.enabled:
         callbacks.append(TensorBoard(log_every=cfg.trainer.log_every, sample_images=cfg.logger.sample_images))
     if cfg.trainer.checkpoint:

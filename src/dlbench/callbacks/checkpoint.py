@@ -29,7 +29,7 @@ def full_state(state) -> dict:
     return {
         "model": state.model.state_dict(),
         "optimizer": state.optimizer.state_dict(),
-        "scheduler": state.scheduler.state_dict() if state.scheduler is not None else None,
+        "schedule": state.schedule.state_dict(),
         "generator": state.generator.get_state(),
         "rng": rng_state(),
         "epoch": state.epoch,
@@ -47,8 +47,7 @@ def restore(state, ckpt: dict) -> None:
     """Load last.pt's contents into a freshly built run so it continues where it was taken."""
     state.model.load_state_dict(ckpt["model"])
     state.optimizer.load_state_dict(ckpt["optimizer"])
-    if state.scheduler is not None and ckpt["scheduler"] is not None:
-        state.scheduler.load_state_dict(ckpt["scheduler"])
+    state.schedule.load_state_dict(ckpt["schedule"])
     state.generator.set_state(ckpt["generator"].cpu())
     set_rng_state(ckpt["rng"])
     for key in ("epoch", "global_step", "best", "first_loss", "train_seconds", "train_examples"):

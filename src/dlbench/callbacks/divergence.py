@@ -17,9 +17,9 @@ class DivergenceGuard(Callback):
         self.every = every
         self.factor = factor
 
-    def on_step(self, state, loss) -> None:
+    def on_step(self, state, step: dict) -> None:
         if state.global_step == 1 or state.global_step % self.every == 0:
-            value = loss.item()
+            value = step["loss"].item()
             if state.first_loss is None:
                 state.first_loss = value
             self.check(state, value, where="step")

@@ -1,4 +1,4 @@
-from dlbench.artifacts import append_metrics, build_summary, plot_curves, truncate_metrics, write_json_atomic
+from dlbench.artifacts import append_metrics, build_summary, plot_curves, write_json_atomic
 from dlbench.callbacks import Callback
 
 
@@ -6,8 +6,6 @@ class RunFiles(Callback):
     """metrics.jsonl after every epoch, summary.json at start, every epoch and end, plots at the end."""
 
     def on_run_start(self, state) -> None:
-        # lines past the checkpoint (a kill between the two writes, or no checkpoint at all) are redone
-        state.history = truncate_metrics(state.run_dir, state.epoch)
         write_json_atomic(state.run_dir / "summary.json", build_summary(state))
 
     def on_epoch_end(self, state, metrics: dict) -> None:

@@ -24,15 +24,14 @@ class ProgressBar(Callback):
     def on_epoch_start(self, state) -> None:
         from tqdm import tqdm
 
-        steps = -(-len(state.data.train) // state.cfg.batch_size)
-        self.bar = tqdm(total=steps, desc=f"epoch {state.epoch + 1}/{state.cfg.epochs}", unit="step",
+        self.bar = tqdm(total=len(state.train_batches), desc=f"epoch {state.epoch + 1}/{state.cfg.epochs}", unit="step",
                         leave=False, dynamic_ncols=True)
 
-    def on_step(self, state, loss) -> None:
+    def on_step(self, state, step: dict) -> None:
         self.bar.update(1)
         if state.global_step % self.log_every == 0:
             rate = self.bar.format_dict["rate"] or 0.0
-            self.bar.set_postfix(loss=f"{loss.item():.4f}", ex_s=f"{rate * state.cfg.batch_size:,.0f}")
+            self.bar.set_postfix(loss=f"{step['loss'].item():.4f}", ex_s=f"{rate * state.cfg.batch_size:,.0f}")
 
     def on_epoch_end(self, state, metrics: dict) -> None:
         self.close()

@@ -33,6 +33,7 @@ class TensorBoard(Callback):
         self.log_every = log_every
         self.sample_images = sample_images
         self.writer = None
+        self.logged: set[str] = set()
 
     def on_run_start(self, state) -> None:
         self.writer = SummaryWriter(log_dir=str(state.run_dir))
@@ -42,10 +43,14 @@ class TensorBoard(Callback):
                 self.writer.file_writer.add_summary(summary)
             if self.sample_images:
                 self.writer.add_figure("samples", sample_grid(state, self.sample_images), global_step=0)
+        self.log_images(state)
 
-    def on_step(self, state, loss) -> None:
+    def on_step(self, state, step: dict) -> None:
         if state.global_step % self.log_every == 0:
-            self.writer.add_scalar("train/step_loss", loss.item(), state.global_step)
+            self.writer.add_scalar("train/step_loss", step["loss"].item(), state.global_step)
+            self.writer.add_scalar("train/step_lr", state.optimizer.param_groups[0]["lr"], state.global_step)
+            if "grad/norm" in step:
+                self.writer.add_scalar("grad/step_norm", step["grad/norm"].item(), state.global_step)
 
     def on_epoch_end(self, state, metrics: dict) -> None:
         for key, value in metrics.items():
@@ -53,9 +58,16 @@ class TensorBoard(Callback):
                 self.writer.add_scalar(key, value, metrics["epoch"])
         self.writer.flush()
 
+    def log_images(self, state) -> None:
+        for name, image in state.images.items():
+            if name not in self.logged:
+                self.writer.add_image(name, image, global_step=state.epoch, dataformats="HWC")
+                self.logged.add(name)
+
     def on_run_end(self, state) -> None:
         if self.writer is None:
             return
+        self.log_images(state)
         _, _, sei = hparams({}, {})
         status = HPARAM_STATUS.get(state.status, "STATUS_FAILURE")
         sei.value[0].metadata.plugin_data.content = _session_end_content(status)

@@ -3,12 +3,13 @@
 A *source* (registered by name) returns the raw uint8 images of the train and test sets;
 `build_dataset` splits off validation, applies `limit`, converts and normalises once on the device.
 """
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from dlbench.data.loader import Batches
+from dlbench.data.loader import SAMPLERS, Batches, Oversample
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -42,6 +43,17 @@ class Dataset:
     classes: list[str]
     mean: list[float]  # per channel, of the training split, in [0, 1] pixel units
     std: list[float]
+    sampler: str | None = None  # how training batches are drawn: None (a permutation) or a SAMPLERS key
+
+    @property
+    def class_counts(self) -> torch.Tensor:
+        """Training examples per class, (num_classes,) on the data's device."""
+        return torch.bincount(self.train.y, minlength=self.num_classes)
+
+    def train_batches(self, batch_size: int, generator: torch.Generator, transform=None) -> Batches:
+        sampler = SAMPLERS[self.sampler](self.train.y) if self.sampler else None
+        return Batches(self.train, batch_size, shuffle=True, generator=generator, sampler=sampler,
+                       transform=transform)
 
     @property
     def in_shape(self) -> tuple[int, ...]:
@@ -72,12 +84,26 @@ def load_source(name: str, **kwargs) -> RawData:
     return SOURCES[name](**kwargs)
 
 
+def make_imbalanced(train_idx: torch.Tensor, labels: torch.Tensor, classes: list[int], keep: float) -> torch.Tensor:
+    """Keep only the first `keep` fraction (of the already shuffled order) of each chosen class."""
+    keep_mask = torch.ones(len(train_idx), dtype=torch.bool)
+    for k in classes:
+        of_class = torch.nonzero(labels[train_idx] == k).flatten()
+        keep_mask[of_class[math.ceil(keep * len(of_class)):]] = False
+    return train_idx[keep_mask]
+
+
 def build_dataset(name: str, val_split: float = 0.1, limit: int | None = None, seed: int = 0,
-                  device: str | torch.device = "cpu", **source_kwargs) -> Dataset:
+                  device: str | torch.device = "cpu", imbalance: dict | None = None, sampler: str | None = None,
+                  **source_kwargs) -> Dataset:
+    if sampler is not None and sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; valid: null, {', '.join(SAMPLERS)}")
     raw = load_source(name, **source_kwargs)
     perm = torch.randperm(len(raw.train_y), generator=torch.Generator().manual_seed(seed))
     n_val = round(val_split * len(perm))
     val_idx, train_idx = perm[:n_val], perm[n_val:]
+    if imbalance:  # only the training split: validation and test keep the true distribution
+        train_idx = make_imbalanced(train_idx, raw.train_y, list(imbalance["classes"]), imbalance["keep"])
     if limit is not None:
         train_idx = train_idx[:limit]
     train_u8 = raw.train_x[train_idx]
@@ -98,10 +124,11 @@ def build_dataset(name: str, val_split: float = 0.1, limit: int | None = None, s
         classes=list(raw.classes),
         mean=mean.tolist(),
         std=std.tolist(),
+        sampler=sampler,
     )
 
 
 from dlbench.data import vision  # noqa: E402,F401  (registers the image sources)
 
-__all__ = ["Batches", "Dataset", "DataNotFoundError", "RawData", "Split", "SOURCES", "build_dataset",
+__all__ = ["Batches", "Oversample", "Dataset", "DataNotFoundError", "RawData", "Split", "SOURCES", "build_dataset",
            "load_source", "register_source"]

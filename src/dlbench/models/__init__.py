@@ -16,10 +16,13 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
     return fn
 
 
-def create_model(name: str, **kwargs) -> nn.Module:
+def create_model(name: str, init: str = "default", init_std: float = 0.01, **kwargs) -> nn.Module:
+    """Build model `name` from its config keys, then initialise its weights (`init`, see init.py)."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; valid models: {', '.join(sorted(MODELS))}")
-    return MODELS[name](**kwargs)
+    from dlbench.models.init import initialise
+
+    return initialise(MODELS[name](**kwargs), init, init_std)
 
 
 def count_params(model: nn.Module) -> int:

@@ -1,0 +1,47 @@
+"""Losses that torch does not ship as such. Each takes (logits (B, K), labels (B,))."""
+import functools
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class SoftmaxMSE(nn.Module):
+    """Mean squared error between the softmax probabilities and one-hot targets (summed over
+    classes, averaged over the batch)."""
+
+    def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        target = F.one_hot(y, logits.shape[1]).to(logits.dtype)
+        return (logits.softmax(dim=1) - target).pow(2).sum(dim=1).mean()
+
+
+class BinaryCrossEntropy(nn.Module):
+    """Binary cross-entropy for labels in {0, 1}; with two logits, class 1's logit minus class
+    0's is the log-odds (the same model then also serves argmax accuracy)."""
+
+    def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        log_odds = logits[:, 0] if logits.shape[1] == 1 else logits[:, 1] - logits[:, 0]
+        return F.binary_cross_entropy_with_logits(log_odds, y.to(logits.dtype))
+
+
+def inverse_frequency_weights(class_counts: torch.Tensor) -> torch.Tensor:
+    """w_k = N / (K * n_k): mean weight 1 over the examples' classes of a balanced set, larger for
+    rarer classes (sklearn's class_weight='balanced')."""
+    counts = class_counts.double().clamp(min=1)
+    return (counts.sum() / (len(counts) * counts)).float()
+
+
+def weighted_cross_entropy(class_counts: torch.Tensor, weight: list[float] | None = None,
+                           label_smoothing: float = 0.0) -> nn.Module:
+    weights = torch.tensor(weight, dtype=torch.float32) if weight is not None else inverse_frequency_weights(class_counts)
+    if len(weights) != len(class_counts):
+        raise ValueError(f"loss.weight has {len(weights)} entries for {len(class_counts)} classes")
+    return nn.CrossEntropyLoss(weight=weights.to(class_counts.device), label_smoothing=label_smoothing)
+
+
+def build_loss(cfg, data) -> nn.Module:
+    """A loss config with `_partial_: true` is completed with the training split's class counts."""
+    from dlbench.config import build
+
+    loss = build(cfg)
+    return loss(class_counts=data.class_counts) if isinstance(loss, functools.partial) else loss
