@@ -77,6 +77,8 @@ def build_summary(state) -> dict:
         "status": state.status,
         "dataset": cfg.dataset.name,
         "model": cfg.model.name,
+        "optimizer": cfg.optimizer._target_.rsplit(".", 1)[-1],
+        "loss": cfg.loss._target_.rsplit(".", 1)[-1],
         "epochs": cfg.epochs,
         "epochs_completed": state.epoch,
         **{k: v for k, v in last.items() if k != "epoch"},  # the last epoch's metrics
