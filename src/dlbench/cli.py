@@ -26,6 +26,9 @@ USAGE = """usage: dlbench <command> [arguments]
   resume RUN_DIR            continue an interrupted run from its last checkpoint
   list                      the datasets, models, optimizers, ... that configs can name
   data [DATASET ...]        make sure a dataset is on disk (default: fashion_mnist)
+  interpolate RUN_A RUN_B   loss and accuracy along (1-a) theta_A + a theta_B  [--alphas FROM:TO:N] [--out DIR]
+  trajectory RUN [RUN ...]  weights saved by probe=trajectory, on their first 2 principal components
+                            [--color METRIC] [--out DIR]
 
 `dlbench train --help` shows the composed config and every group; `--cfg job` prints it.
 """
@@ -150,7 +153,41 @@ def cmd_data(args: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "resume": cmd_resume, "list": cmd_list, "data": cmd_data}
+def cmd_interpolate(args: list[str]) -> int:
+    import argparse
+
+    from dlbench.analysis import interpolate
+
+    parser = argparse.ArgumentParser(prog="dlbench interpolate")
+    parser.add_argument("run_a", type=Path)
+    parser.add_argument("run_b", type=Path)
+    parser.add_argument("--alphas", default="-0.5:1.5:21", help="FROM:TO:N, evenly spaced (default -0.5:1.5:21)")
+    parser.add_argument("--out", type=Path)
+    ns = parser.parse_args(args)
+    lo, hi, n = ns.alphas.split(":")
+    alphas = [float(lo) + (float(hi) - float(lo)) * i / (int(n) - 1) for i in range(int(n))]
+    for row in interpolate(ns.run_a, ns.run_b, alphas, ns.out):
+        print("  ".join(f"{k} {v:.4f}" for k, v in row.items()))
+    return 0
+
+
+def cmd_trajectory(args: list[str]) -> int:
+    import argparse
+
+    from dlbench.analysis import trajectory
+
+    parser = argparse.ArgumentParser(prog="dlbench trajectory")
+    parser.add_argument("runs", type=Path, nargs="+")
+    parser.add_argument("--color", default="val/loss", help="the metric that colours the points")
+    parser.add_argument("--out", type=Path)
+    ns = parser.parse_args(args)
+    rows = trajectory(ns.runs, ns.color, ns.out)
+    print(f"{len(rows)} snapshots of {len(ns.runs)} run(s) -> {(ns.out or ns.runs[0].parent / 'trajectory')}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "resume": cmd_resume, "list": cmd_list, "data": cmd_data,
+            "interpolate": cmd_interpolate, "trajectory": cmd_trajectory}
 
 
 def main(argv: list[str] | None = None) -> None:

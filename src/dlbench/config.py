@@ -9,7 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 # A wheel carries conf/ inside the package; an editable install reads the repository's conf/.
 _PACKAGED = Path(__file__).resolve().parent / "conf"
 CONF_DIR = _PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().parents[2] / "conf"
-GROUPS = ("dataset", "model", "optimizer", "scheduler", "regularizer", "loss", "trainer", "logger",
+GROUPS = ("dataset", "model", "optimizer", "scheduler", "regularizer", "loss", "trainer", "logger", "probe",
           "experiment")
 
 

@@ -42,6 +42,7 @@ class RunState:
     should_stop: bool = False
     extras: dict = field(default_factory=dict)   # callbacks' additions to summary.json
     images: dict = field(default_factory=dict)   # name -> (H, W, 3) uint8, for TensorBoard
+    tb: object | None = None                     # the TensorBoard writer, when logger.enabled
 
     @property
     def monitor(self) -> str:

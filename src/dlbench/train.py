@@ -44,8 +44,10 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
     state, extra_callbacks = _training_state(cfg, run_dir, device, data, model)
     state.overrides = overrides
     _resume(state)
-    # regularizers' callbacks (early stopping) first: they restore weights before the end is reported
-    return fit(state, Callbacks(extra_callbacks + default_callbacks(cfg)))
+    probes = [build(node) for node in (cfg.get("probe") or {}).values()]
+    # early stopping first (it restores weights before the end is reported), then probes (they add
+    # to an epoch's metrics before the files and TensorBoard record them)
+    return fit(state, Callbacks(extra_callbacks + probes + default_callbacks(cfg)))
 
 
 def _training_state(cfg: DictConfig, run_dir: Path, device: torch.device, data, model) -> tuple[RunState, list]:

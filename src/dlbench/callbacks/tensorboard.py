@@ -36,7 +36,7 @@ class TensorBoard(Callback):
         self.logged: set[str] = set()
 
     def on_run_start(self, state) -> None:
-        self.writer = SummaryWriter(log_dir=str(state.run_dir))
+        self.writer = state.tb = SummaryWriter(log_dir=str(state.run_dir))  # probes write through it too
         if state.epoch == 0:  # a resumed run already has these
             exp, ssi, _ = hparams(flat_hparams(state.cfg), {m: 0.0 for m in HPARAM_METRICS})
             for summary in (exp, ssi):

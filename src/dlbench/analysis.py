@@ -1,0 +1,145 @@
+"""Analyses over finished runs: `dlbench interpolate` and `dlbench trajectory`."""
+import csv
+import json
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from dlbench.artifacts import read_metrics
+from dlbench.config import build
+from dlbench.data import Batches
+from dlbench.loop import evaluate
+from dlbench.runtime import resolve_device
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _load_run(run_dir: Path) -> dict:
+    path = run_dir / "checkpoints" / "last.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"{run_dir} has no checkpoints/last.pt (was it trained with trainer.checkpoint=true?)")
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def blend(a: dict, b: dict, alpha: float) -> dict:
+    """(1 - alpha) a + alpha b for every floating tensor (weights and batch-norm statistics);
+    integer buffers (batch counts) come from a. alpha outside [0, 1] extrapolates."""
+    return {k: (1 - alpha) * a[k] + alpha * b[k] if a[k].is_floating_point() else a[k] for k in a}
+
+
+def interpolate(run_a: Path, run_b: Path, alphas: list[float], out: Path | None = None,
+                device: str = "auto") -> list[dict]:
+    """Train and test loss and accuracy of the weights (1 - alpha) theta_a + alpha theta_b: the
+    1-D picture of the loss landscape between two solutions (e.g. small- and large-batch). Both
+    are evaluated on run A's data (its split and normalisation), the same as B's when the two
+    runs share dataset and seed."""
+    ckpt_a, ckpt_b = _load_run(run_a), _load_run(run_b)
+    cfg = OmegaConf.create(ckpt_a["config"])
+    if ckpt_a["config"]["model"] != ckpt_b["config"]["model"]:
+        raise ValueError(f"{run_a} and {run_b} have different models; interpolation needs the same architecture")
+    dev = resolve_device(device)
+    data = build(cfg.dataset, seed=cfg.seed, device=dev)  # run A's split: its training set is 'train'
+    model = build(cfg.model, in_shape=data.in_shape, num_classes=data.num_classes).to(dev)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    rows = []
+    for alpha in alphas:
+        model.load_state_dict(blend(ckpt_a["model"], ckpt_b["model"], alpha))
+        row = {"alpha": round(alpha, 6)}
+        for name, split in (("train", data.train), ("test", data.test)):
+            result = evaluate(model, Batches(split, cfg.trainer.eval_batch_size, shuffle=False), loss_fn)
+            row.update({f"{name}/loss": result["loss"], f"{name}/acc": result["acc"]})
+        rows.append(row)
+    out = out or run_a.parent / f"interpolate_{run_a.name}__{run_b.name}"
+    _write_rows(rows, out / "interpolation")
+    _plot_interpolation(rows, out / "interpolation.png", f"{run_a.name}  ->  {run_b.name}")
+    return rows
+
+
+def _write_rows(rows: list[dict], stem: Path) -> None:
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".json").write_text(json.dumps(rows, indent=2) + "\n")
+    with open(stem.with_suffix(".csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _plot_interpolation(rows: list[dict], path: Path, title: str) -> None:
+    plt = _pyplot()
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    alphas = [r["alpha"] for r in rows]
+    for split in ("train", "test"):
+        ax_loss.plot(alphas, [r[f"{split}/loss"] for r in rows], marker="o", ms=3, label=split)
+        ax_acc.plot(alphas, [r[f"{split}/acc"] for r in rows], marker="o", ms=3, label=split)
+    for ax, name in ((ax_loss, "loss"), (ax_acc, "accuracy")):
+        ax.axvline(0, color="grey", lw=0.5)
+        ax.axvline(1, color="grey", lw=0.5)
+        ax.set_xlabel("alpha  (0: first run, 1: second run)")
+        ax.set_ylabel(name)
+        ax.legend()
+    ax_loss.set_yscale("log")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def pca_2d(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Coordinates on the first two principal components (N, 2), and every component's share of
+    the variance."""
+    centred = points - points.mean(0)
+    _, s, v = torch.linalg.svd(centred, full_matrices=False)
+    return centred @ v[:2].T, s.pow(2) / s.pow(2).sum()
+
+
+def trajectory(runs: list[Path], color: str = "val/loss", out: Path | None = None) -> list[dict]:
+    """Project the saved weights of one or several runs (probe=trajectory) onto their first two
+    principal components, one line per run, coloured by `color` at that epoch."""
+    snapshots, rows = [], []
+    for run in runs:
+        files = sorted((run / "trajectory").glob("epoch_*.pt"))
+        if not files:
+            raise FileNotFoundError(f"{run} has no trajectory/ snapshots: train it with probe=trajectory")
+        by_epoch = {m["epoch"]: m for m in read_metrics(run)}
+        for f in files:
+            epoch = int(f.stem.split("_")[1])
+            snapshots.append(torch.load(f).double())
+            rows.append({"run": run.name, "epoch": epoch, color: by_epoch.get(epoch, {}).get(color)})
+    coords, explained = pca_2d(torch.stack(snapshots))
+    for row, (x, y) in zip(rows, coords.tolist()):
+        row["pc1"], row["pc2"] = x, y
+    out = out or runs[0].parent / "trajectory"
+    _write_rows(rows, out / "trajectory")
+    _plot_trajectory(rows, color, explained[:2].tolist(), out / "trajectory.png")
+    return rows
+
+
+def _plot_trajectory(rows: list[dict], color: str, explained: list[float], path: Path) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 5))
+    values = [r[color] for r in rows if r[color] is not None]
+    vmin, vmax = (min(values), max(values)) if values else (0, 1)
+    for run in dict.fromkeys(r["run"] for r in rows):
+        mine = [r for r in rows if r["run"] == run]
+        ax.plot([r["pc1"] for r in mine], [r["pc2"] for r in mine], color="grey", lw=0.8, zorder=1)
+        ax.annotate(run, (mine[-1]["pc1"], mine[-1]["pc2"]), fontsize=6)
+    shown = [r for r in rows if r[color] is not None]
+    points = ax.scatter([r["pc1"] for r in shown], [r["pc2"] for r in shown], c=[r[color] for r in shown],
+                        cmap="viridis", vmin=vmin, vmax=vmax, s=18, zorder=2)
+    start = [r for r in rows if r[color] is None]
+    ax.scatter([r["pc1"] for r in start], [r["pc2"] for r in start], marker="x", color="black", s=18, zorder=2)
+    fig.colorbar(points, label=color)
+    ax.set_xlabel(f"PC1 ({explained[0]:.0%} of the variance)")
+    ax.set_ylabel(f"PC2 ({explained[1]:.0%})" if len(explained) > 1 else "PC2")
+    ax.set_title("weight trajectories (x: before training)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
