@@ -140,3 +140,15 @@ def test_metrics_past_the_checkpoint_are_redone_not_duplicated(in_tmp):
     resumed = run(cfg, run_dir=in_tmp / "cut")
     assert [m["epoch"] for m in read_metrics(in_tmp / "cut")] == [1, 2, 3]
     assert resumed["test/acc"] == straight["test/acc"]
+
+
+def test_rng_state_round_trips_even_from_another_device_mapping():
+    from dlbench.runtime import rng_state, set_rng_state
+
+    torch.manual_seed(3)
+    saved = rng_state()
+    expected = torch.rand(3)
+    torch.rand(10)  # move on
+    as_loaded = {**saved, "torch": saved["torch"].clone()}  # what torch.load(map_location=...) hands back
+    set_rng_state(as_loaded)
+    assert torch.equal(torch.rand(3), expected)
