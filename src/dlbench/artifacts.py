@@ -95,6 +95,7 @@ def build_summary(state) -> dict:
         "overrides": state.overrides,
         "diverged": state.diverged,
         "error": state.error,
+        **state.notes,
     }
 
 

@@ -36,6 +36,7 @@ class RunState:
     error: str | None = None
     diverged: dict | None = None
     should_stop: bool = False
+    notes: dict = field(default_factory=dict)  # extra summary.json fields a task records (generated text)
 
     @property
     def monitor(self) -> str:

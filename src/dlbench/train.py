@@ -2,8 +2,10 @@
 import logging
 import time
 import traceback
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -16,6 +18,7 @@ from dlbench.callbacks.checkpoint import restore
 from dlbench.callbacks.divergence import Diverged
 from dlbench.config import build
 from dlbench.data import Batches
+from dlbench.lm import lm_callbacks, run_lm_epoch
 from dlbench.loop import evaluate, train_one_epoch
 from dlbench.optim import build_optimizer, build_scheduler
 from dlbench.runtime import resolve_device, seed_everything
@@ -45,14 +48,14 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
                      scheduler=build_scheduler(cfg.scheduler, optimizer), loss_fn=instantiate(cfg.loss),
                      generator=torch.Generator().manual_seed(cfg.seed), overrides=overrides)
     _resume_if_checkpointed(state)
-    return fit(state, Callbacks(default_callbacks(cfg)))
+    return fit(state, Callbacks([*TASKS[data.task].callbacks(cfg), *default_callbacks(cfg)]))
 
 
 def fit(state: RunState, callbacks: Callbacks) -> dict:
     callbacks.on_run_start(state)
     try:
         while state.epoch < state.cfg.epochs and not state.should_stop:
-            run_epoch(state, callbacks)
+            TASKS[state.data.task].run_epoch(state, callbacks)
         state.status = "completed"
     except Diverged as stop:
         state.status, state.diverged = "diverged", stop.info
@@ -90,6 +93,18 @@ def run_epoch(state: RunState, callbacks: Callbacks) -> None:
     metrics["epoch_seconds"] = round(time.perf_counter() - start, 4)
     state.end_epoch(metrics, train_seconds, len(data.train))
     callbacks.on_epoch_end(state, metrics)
+
+
+class Task(NamedTuple):
+    run_epoch: Callable[[RunState, Callbacks], None]
+    # callbacks of the task's own, run before the default ones so that what they record in
+    # state.notes reaches summary.json
+    callbacks: Callable[[DictConfig], list] = lambda cfg: []
+
+
+# how a run trains on each kind of data (the dataset's `task`): image classification is run_epoch
+# above; character language models carry a recurrent state and clip gradients (dlbench.lm)
+TASKS = {"classify": Task(run_epoch), "lm": Task(run_lm_epoch, lm_callbacks)}
 
 
 def _run_dir_and_overrides(run_dir: str | Path | None) -> tuple[Path, list[str]]:

@@ -16,13 +16,13 @@ class Batches:
         return math.ceil(len(self.split) / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        x, y, n, bs = self.split.x, self.split.y, len(self.split), self.batch_size
+        x, y, n, bs, prepare = self.split.x, self.split.y, len(self.split), self.batch_size, self.split.prepare
         if not self.shuffle:
             for i in range(0, n, bs):
-                yield x[i:i + bs], y[i:i + bs]  # views: no copy
+                yield prepare(x[i:i + bs]), y[i:i + bs]  # views: no copy (unless resized)
             return
         # the permutation is drawn on the CPU generator (seeded, checkpointed), then moved once
         order = torch.randperm(n, generator=self.generator).to(x.device, non_blocking=True)
         for i in range(0, n, bs):
             idx = order[i:i + bs]
-            yield x[idx], y[idx]  # (B, C, H, W), (B,)
+            yield prepare(x[idx]), y[idx]  # (B, C, H, W), (B,)
