@@ -26,6 +26,8 @@ USAGE = """usage: dlbench <command> [arguments]
   resume RUN_DIR            continue an interrupted run from its last checkpoint
   list                      the datasets, models, optimizers, ... that configs can name
   data [DATASET ...]        make sure a dataset is on disk (default: fashion_mnist)
+  info [--json] [OVERRIDE ...]  a model's layers, parameters, FLOPs, memory, receptive fields:
+                            dlbench info model=alexnet dataset.resize=224 batch_size=128
 
 `dlbench train --help` shows the composed config and every group; `--cfg job` prints it.
 """
@@ -150,7 +152,18 @@ def cmd_data(args: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "resume": cmd_resume, "list": cmd_list, "data": cmd_data}
+def cmd_info(args: list[str]) -> int:
+    import json
+
+    from dlbench.info import info, render
+
+    overrides = [a for a in args if a != "--json"]
+    report = info(compose(overrides))
+    print(json.dumps(report, indent=2) if "--json" in args else render(report))
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "resume": cmd_resume, "list": cmd_list, "data": cmd_data, "info": cmd_info}
 
 
 def main(argv: list[str] | None = None) -> None:
