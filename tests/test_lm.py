@@ -21,9 +21,19 @@ def corpus():
 
 
 def lm_cfg(*overrides):
-    """A seconds-long language-model run: a small GRU, Adam, 30,000 training characters."""
+    """A seconds-long language-model run: a small GRU, Adam, 30,000 training characters, one thread
+    (a (32, 64) recurrent step is too small to share: on a busy 2-core machine two threads were 30x slower)."""
     return compose(["dataset=timemachine", "model=gru", "model.hidden=64", "optimizer=adam", "lr=0.01",
-                    "batch_size=32", "dataset.limit=30000", "epochs=2", "trainer.progress=false", *overrides])
+                    "batch_size=32", "dataset.limit=30000", "epochs=2", "trainer.progress=false", "trainer.threads=1",
+                    *overrides])
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)  # the setting is process-wide: later tests keep their default
 
 
 def test_vocabulary_is_letters_space_and_unknown(corpus):
@@ -102,7 +112,7 @@ def test_an_interrupted_language_model_run_resumes_to_the_same_numbers(in_tmp, m
 @pytest.mark.slow
 def test_lstm_on_the_time_machine_through_the_command_line(in_tmp):
     dlbench_cli("train", "model=lstm", "dataset=timemachine", "model.hidden=64", "optimizer=adam", "lr=0.01",
-            "dataset.limit=20000", "epochs=2", "hydra.run.dir=run", cwd=in_tmp)
+            "dataset.limit=20000", "epochs=2", "trainer.threads=1", "hydra.run.dir=run", cwd=in_tmp)
     summary = json.loads((in_tmp / "run" / "summary.json").read_text())
     assert (summary["status"], summary["model"], summary["dataset"]) == ("completed", "lstm", "timemachine")
     assert summary["val/ppl"] < 20 and summary["tokens_per_second"] > 0
