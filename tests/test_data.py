@@ -116,3 +116,14 @@ def test_resize_is_applied_per_batch_on_the_fly():
     x, _ = next(iter(Batches(data.test, 16, shuffle=False)))
     assert torch.allclose(x, torch.nn.functional.interpolate(data.test.x[:16], size=(28, 28), mode="bilinear",
                                                              antialias=True))
+
+
+def test_a_run_trains_on_resized_batches(tmp_path):
+    from dlbench.train import run
+    from tests.conftest import digits_cfg
+
+    # LeNet cannot take 8x8 digits (its second 5x5 convolution would see a 4x4 map); resized to 28 it can
+    summary = run(digits_cfg("model=lenet", "dataset.resize=28", "epochs=1", "logger=none", "trainer.checkpoint=false"),
+                  run_dir=tmp_path / "run")
+    convs = (6 * 25 + 6) + (16 * 6 * 25 + 16)  # then 16*5*5 -> 64 (digits_cfg's hidden) -> 10
+    assert summary["status"] == "completed" and summary["params"] == convs + (400 * 64 + 64) + (64 * 10 + 10)
