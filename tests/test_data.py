@@ -106,3 +106,24 @@ def test_batches_cover_each_example_once_per_epoch_in_a_seeded_order():
     for x, y in Batches(split, 4, True, torch.Generator().manual_seed(3)):
         assert torch.equal(x.view(-1).long(), y)  # images and labels stay paired
     assert [len(y) for _, y in Batches(split, 4, shuffle=False)] == [4, 4, 2]
+
+
+def test_resize_is_applied_per_batch_on_the_fly():
+    data = build(compose(["dataset=digits", "dataset.resize=28"]).dataset, seed=0)
+    assert data.in_shape == (1, 28, 28) and data.train.x.shape[1:] == (1, 8, 8)  # stored at the source size
+    x, y = next(iter(Batches(data.train, 16, shuffle=True, generator=torch.Generator().manual_seed(0))))
+    assert x.shape == (16, 1, 28, 28) and y.shape == (16,)
+    x, _ = next(iter(Batches(data.test, 16, shuffle=False)))
+    assert torch.allclose(x, torch.nn.functional.interpolate(data.test.x[:16], size=(28, 28), mode="bilinear",
+                                                             antialias=True))
+
+
+def test_a_run_trains_on_resized_batches(tmp_path):
+    from dlbench.train import run
+    from tests.conftest import digits_cfg
+
+    # LeNet cannot take 8x8 digits (its second 5x5 convolution would see a 4x4 map); resized to 28 it can
+    summary = run(digits_cfg("model=lenet", "dataset.resize=28", "epochs=1", "logger=none", "trainer.checkpoint=false"),
+                  run_dir=tmp_path / "run")
+    convs = (6 * 25 + 6) + (16 * 6 * 25 + 16)  # then 16*5*5 -> 64 (digits_cfg's hidden) -> 10
+    assert summary["status"] == "completed" and summary["params"] == convs + (400 * 64 + 64) + (64 * 10 + 10)

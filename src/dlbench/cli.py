@@ -29,6 +29,8 @@ USAGE = """usage: dlbench <command> [arguments]
   interpolate RUN_A RUN_B   loss and accuracy along (1-a) theta_A + a theta_B  [--alphas FROM:TO:N] [--out DIR]
   trajectory RUN [RUN ...]  weights saved by probe=trajectory, on their first 2 principal components
                             [--color METRIC] [--out DIR]
+  info [--json] [OVERRIDE ...]  a model's layers, parameters, FLOPs, memory, receptive fields:
+                            dlbench info model=alexnet dataset.resize=224 batch_size=128
 
 `dlbench train --help` shows the composed config and every group; `--cfg job` prints it.
 """
@@ -186,7 +188,19 @@ def cmd_trajectory(args: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "resume": cmd_resume, "list": cmd_list, "data": cmd_data,
+
+def cmd_info(args: list[str]) -> int:
+    import json
+
+    from dlbench.info import info, render
+
+    overrides = [a for a in args if a != "--json"]
+    report = info(compose(overrides))
+    print(json.dumps(report, indent=2) if "--json" in args else render(report))
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "resume": cmd_resume, "list": cmd_list, "data": cmd_data, "info": cmd_info,
             "interpolate": cmd_interpolate, "trajectory": cmd_trajectory}
 
 

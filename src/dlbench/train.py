@@ -2,8 +2,10 @@
 import logging
 import time
 import traceback
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -12,9 +14,11 @@ from omegaconf import DictConfig, OmegaConf
 from dlbench.artifacts import build_summary, read_json, truncate_metrics
 from dlbench.callbacks import Callbacks, default_callbacks
 from dlbench.callbacks.checkpoint import restore
+from dlbench.callbacks.classes import ClassReport
 from dlbench.callbacks.divergence import Diverged
 from dlbench.config import build
 from dlbench.data import Batches
+from dlbench.lm import lm_callbacks, run_lm_epoch
 from dlbench.loop import evaluate, train_one_epoch
 from dlbench.losses import build_loss
 from dlbench.optim import build_optimizer, build_schedule
@@ -46,8 +50,10 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
     _resume(state)
     probes = [build(node) for node in (cfg.get("probe") or {}).values()]
     # early stopping first (it restores weights before the end is reported), then probes (they add
-    # to an epoch's metrics before the files and TensorBoard record them)
-    return fit(state, Callbacks(extra_callbacks + probes + default_callbacks(cfg)))
+    # to an epoch's metrics) and the task's own (they add to the summary) before the files and
+    # TensorBoard record them
+    task_callbacks = TASKS[data.task].callbacks(cfg)
+    return fit(state, Callbacks(extra_callbacks + probes + task_callbacks + default_callbacks(cfg)))
 
 
 def _training_state(cfg: DictConfig, run_dir: Path, device: torch.device, data, model) -> tuple[RunState, list]:
@@ -69,7 +75,7 @@ def fit(state: RunState, callbacks: Callbacks) -> dict:
     callbacks.on_run_start(state)
     try:
         while state.epoch < state.cfg.epochs and not state.should_stop:
-            run_epoch(state, callbacks)
+            TASKS[state.data.task].run_epoch(state, callbacks)
         state.status = "completed"
     except Diverged as stop:
         state.status, state.diverged = "diverged", stop.info
@@ -111,6 +117,18 @@ def run_epoch(state: RunState, callbacks: Callbacks) -> None:
     metrics["epoch_seconds"] = round(time.perf_counter() - start, 4)
     state.end_epoch(metrics, train_seconds, state.train_batches.num_examples)
     callbacks.on_epoch_end(state, metrics)
+
+
+class Task(NamedTuple):
+    run_epoch: Callable[[RunState, Callbacks], None]
+    # callbacks of the task's own, run before the default ones so that what they record in
+    # state.extras reach summary.json
+    callbacks: Callable[[DictConfig], list] = lambda cfg: []
+
+
+# how a run trains on each kind of data (the dataset's `task`): image classification is run_epoch
+# above, with per-class reports; character language models carry a recurrent state (dlbench.lm)
+TASKS = {"classify": Task(run_epoch, lambda cfg: [ClassReport()]), "lm": Task(run_lm_epoch, lm_callbacks)}
 
 
 def _run_dir_and_overrides(run_dir: str | Path | None) -> tuple[Path, list[str]]:

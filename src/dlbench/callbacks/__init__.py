@@ -50,14 +50,12 @@ class Callbacks:
 
 def default_callbacks(cfg) -> list[Callback]:
     from dlbench.callbacks.checkpoint import Checkpointer
-    from dlbench.callbacks.classes import ClassReport
     from dlbench.callbacks.divergence import DivergenceGuard
     from dlbench.callbacks.files import RunFiles
     from dlbench.callbacks.progress import EpochLog, ProgressBar, wants_progress_bar
     from dlbench.callbacks.tensorboard import TensorBoard
 
-    # order matters at the end: ClassReport adds to the summary before RunFiles writes it
-    callbacks: list[Callback] = [ClassReport(), RunFiles()]
+    callbacks: list[Callback] = [RunFiles()]
     if cfg.logger.enabled:
         callbacks.append(TensorBoard(log_every=cfg.trainer.log_every, sample_images=cfg.logger.sample_images))
     if cfg.trainer.checkpoint:

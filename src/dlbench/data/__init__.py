@@ -6,8 +6,10 @@ A *source* (registered by name) returns the raw uint8 images of the train and te
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar, NamedTuple
 
 import torch
+from torch.nn import functional as F
 
 from dlbench.data.loader import SAMPLERS, Batches, Oversample
 
@@ -29,9 +31,19 @@ class RawData:
 class Split:
     x: torch.Tensor  # (N, C, H, W) float32, normalised, on the run's device
     y: torch.Tensor  # (N,) int64, same device
+    resize: int | None = None  # side length each batch is resized to (dataset.resize); x keeps its own
 
     def __len__(self) -> int:
         return len(self.y)
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch as the model sees it. Resizing is per batch, on the device: the whole of
+        Fashion-MNIST at 224x224 would be 54,000 x 224 x 224 floats = 10.8 GB, one batch of 64 is
+        13 MB. Normalising before resizing is the same as after: bilinear interpolation is affine."""
+        if self.resize is None:
+            return x
+        return F.interpolate(x, size=(self.resize, self.resize), mode="bilinear", align_corners=False,
+                             antialias=True)  # antialias matters only when shrinking
 
 
 @dataclass
@@ -55,9 +67,12 @@ class Dataset:
         return Batches(self.train, batch_size, shuffle=True, generator=generator, sampler=sampler,
                        transform=transform)
 
+    task: ClassVar[str] = "classify"  # picks how a run trains on it (dlbench.train.EPOCH_FUNCTIONS)
+
     @property
     def in_shape(self) -> tuple[int, ...]:
-        return tuple(self.train.x.shape[1:])
+        c, h, w = self.train.x.shape[1:]
+        return (c, self.train.resize, self.train.resize) if self.train.resize else (c, h, w)
 
     @property
     def num_classes(self) -> int:
@@ -69,6 +84,26 @@ class Dataset:
 
 
 SOURCES: dict[str, Callable[..., RawData]] = {}
+
+
+class DataShape(NamedTuple):
+    in_shape: tuple[int, ...]  # of one example, as the model sees it (after dataset.resize)
+    num_classes: int
+    task: str                  # "classify" (float images) or "lm" (token ids)
+
+
+# the shape of a dataset from its config alone, without reading files (`dlbench info` uses it)
+SHAPES: dict[str, Callable[..., DataShape]] = {}
+
+
+def data_shape(node) -> DataShape:
+    """From the table when the dataset is in it, else by building the dataset (slower, but right)."""
+    if node.name in SHAPES:
+        return SHAPES[node.name](node)
+    from dlbench.config import build
+
+    data = build(node)
+    return DataShape(tuple(data.in_shape), data.num_classes, data.task)
 
 
 def register_source(fn: Callable[..., RawData]) -> Callable[..., RawData]:
@@ -95,7 +130,7 @@ def make_imbalanced(train_idx: torch.Tensor, labels: torch.Tensor, classes: list
 
 def build_dataset(name: str, val_split: float = 0.1, limit: int | None = None, seed: int = 0,
                   device: str | torch.device = "cpu", imbalance: dict | None = None, sampler: str | None = None,
-                  **source_kwargs) -> Dataset:
+                  resize: int | None = None, **source_kwargs) -> Dataset:
     if sampler is not None and sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; valid: null, {', '.join(SAMPLERS)}")
     raw = load_source(name, **source_kwargs)
@@ -114,7 +149,7 @@ def build_dataset(name: str, val_split: float = 0.1, limit: int | None = None, s
     def to_split(x_u8: torch.Tensor, y: torch.Tensor) -> Split:
         x = x_u8.to(device).float().div_(255)  # move as uint8 (4x fewer bytes), convert there
         x.sub_(mean.float().to(device).view(1, -1, 1, 1)).div_(std.float().to(device).view(1, -1, 1, 1))
-        return Split(x, y.to(device=device, dtype=torch.long))
+        return Split(x, y.to(device=device, dtype=torch.long), resize=resize)
 
     return Dataset(
         name=name,
@@ -128,7 +163,7 @@ def build_dataset(name: str, val_split: float = 0.1, limit: int | None = None, s
     )
 
 
-from dlbench.data import vision  # noqa: E402,F401  (registers the image sources)
+from dlbench.data import text, vision  # noqa: E402,F401  (registers the sources and their shapes)
 
-__all__ = ["Batches", "Oversample", "Dataset", "DataNotFoundError", "RawData", "Split", "SOURCES", "build_dataset",
-           "load_source", "register_source"]
+__all__ = ["Batches", "Dataset", "DataNotFoundError", "DataShape", "Oversample", "RawData", "Split", "SHAPES",
+           "SOURCES", "build_dataset", "data_shape", "load_source", "register_source"]

@@ -45,10 +45,10 @@ class Batches:
         return math.ceil(self.num_examples / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        x, y, bs = self.split.x, self.split.y, self.batch_size
+        x, y, bs, prepare = self.split.x, self.split.y, self.batch_size, self.split.prepare
         if not self.shuffle and self.sampler is None:
             for i in range(0, len(self.split), bs):
-                yield x[i:i + bs], y[i:i + bs]  # views: no copy
+                yield prepare(x[i:i + bs]), y[i:i + bs]  # views: no copy (unless resized)
             return
         # the order is drawn on the CPU generator (seeded, checkpointed), then moved once
         order = self.sampler(self.generator) if self.sampler is not None else torch.randperm(
@@ -56,5 +56,5 @@ class Batches:
         order = order.to(x.device, non_blocking=True)
         for i in range(0, len(order), bs):
             idx = order[i:i + bs]
-            xb = x[idx]  # (B, C, H, W)
+            xb = prepare(x[idx])  # (B, C, H, W), resized if dataset.resize
             yield (self.transform(xb) if self.transform is not None else xb), y[idx]

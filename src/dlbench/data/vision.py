@@ -12,7 +12,7 @@ import torch
 import torchvision
 from torchvision.datasets.utils import extract_archive
 
-from dlbench.data import DataNotFoundError, RawData, register_source
+from dlbench.data import SHAPES, DataNotFoundError, DataShape, RawData, register_source
 
 DEBIAN_PACKAGES = {"fashion_mnist": "dataset-fashion-mnist"}  # source name -> Debian package
 
@@ -111,3 +111,14 @@ def digits(test_split: float = 0.2) -> RawData:
     n_test = round(test_split * len(y))
     test, train = perm[:n_test], perm[n_test:]
     return RawData(x[train], y[train], x[test], y[test], [str(c) for c in bunch.target_names])
+
+
+def _image_shape(channels: int, side: int, classes: int):
+    def shape(node) -> DataShape:
+        size = node.get("resize") or side
+        return DataShape((channels, size, size), classes, "classify")
+    return shape
+
+
+SHAPES.update({"fashion_mnist": _image_shape(1, 28, 10), "mnist": _image_shape(1, 28, 10),
+               "digits": _image_shape(1, 8, 10)})

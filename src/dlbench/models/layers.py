@@ -27,3 +27,18 @@ def dense_stack(in_features: int, hidden: list[int], num_classes: int, act: str,
         width = h
     layers.append(nn.Linear(width, num_classes))
     return layers
+
+
+def flat_features(features: nn.Module, in_shape: tuple[int, ...], model: str) -> int:
+    """Width of the flattened feature map for one input of in_shape, found by running a zero image
+    through `features` (cheaper to keep right than the size arithmetic of every stem and pool)."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            return features.eval()(torch.zeros(1, *in_shape)).flatten(1).shape[1]
+    except RuntimeError as err:  # a kernel larger than what is left of the image
+        raise ValueError(f"{model} cannot take a {'x'.join(map(str, in_shape))} input ({str(err).splitlines()[0]});"
+                         " resize it (dataset.resize=...) or pick the model made for that size") from None
+    finally:
+        features.train()

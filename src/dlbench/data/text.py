@@ -1,0 +1,167 @@
+"""Character-level text for language models: H. G. Wells' *The Time Machine* as one stream of token
+ids on the device, cut into (batch, seq_len) windows by sequential or random partitioning.
+
+The vocabulary is fixed (not counted from the corpus), so a model's output size is known without
+reading the file: <unk>, space, a-z. Everything that is not a letter becomes a space, as in the
+textbook's preprocessing, so <unk> only appears for unusual characters in a generation prefix.
+"""
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+
+from dlbench.data import SHAPES, DataNotFoundError, DataShape
+
+VOCAB = ["<unk>", " ", *"abcdefghijklmnopqrstuvwxyz"]
+INDEX = {ch: i for i, ch in enumerate(VOCAB)}
+# the repository lives at <somewhere>/main next to <somewhere>/shared, where the corpus is kept
+DEFAULT_PATH = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "timemachine.txt"
+GUTENBERG = "https://www.gutenberg.org/ebooks/35 (plain text)"
+
+
+def clean(text: str) -> str:
+    return re.sub("[^A-Za-z]+", " ", text).lower()
+
+
+def encode(text: str) -> torch.Tensor:
+    return torch.tensor([INDEX.get(ch, 0) for ch in text], dtype=torch.long)
+
+
+def decode(ids) -> str:
+    return "".join(VOCAB[int(i)] for i in ids)
+
+
+@dataclass
+class TokenSplit:
+    tokens: torch.Tensor  # (N,) int64 token ids, on the run's device
+    seq_len: int
+
+    def __len__(self) -> int:
+        return (len(self.tokens) - 1) // self.seq_len  # windows of seq_len inputs, each with its targets
+
+
+class SequentialBatches:
+    """Batch row b continues where row b of the previous batch stopped, so the hidden state can be
+    carried across batches (detached): the corpus is cut into batch_size streams read side by side."""
+    carries_state = True
+
+    def __init__(self, split: TokenSplit, batch_size: int, generator: torch.Generator | None = None):
+        self.split, self.generator = split, generator
+        self.batch_size = max(1, min(batch_size, len(split)))  # a short split still gives one batch
+        self.seq_len = split.seq_len
+
+    def __len__(self) -> int:
+        return (len(self.split.tokens) - 1) // self.batch_size // self.seq_len
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        tokens, b, t = self.split.tokens, self.batch_size, self.seq_len
+        # a random start each training epoch, so the windows' edges fall elsewhere; none for evaluation
+        offset = 0 if self.generator is None else int(torch.randint(t, (1,), generator=self.generator))
+        n = (len(tokens) - offset - 1) // b * b
+        xs = tokens[offset:offset + n].view(b, -1)          # (B, n/B)
+        ys = tokens[offset + 1:offset + 1 + n].view(b, -1)  # the next character of each
+        for i in range(0, xs.shape[1] // t * t, t):
+            yield xs[:, i:i + t], ys[:, i:i + t]  # (B, T), (B, T)
+
+
+class RandomBatches:
+    """Windows taken in a random order: neighbouring batches are unrelated, so each starts from a
+    zero state."""
+    carries_state = False
+
+    def __init__(self, split: TokenSplit, batch_size: int, generator: torch.Generator | None = None):
+        self.split, self.batch_size, self.generator = split, batch_size, generator
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.split) / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        tokens, t = self.split.tokens, self.split.seq_len
+        offset = int(torch.randint(t, (1,), generator=self.generator))
+        starts = torch.arange(offset, len(tokens) - t, t)  # each window needs t inputs and t targets
+        starts = starts[torch.randperm(len(starts), generator=self.generator)].to(tokens.device)
+        steps = torch.arange(t, device=tokens.device)
+        for i in range(0, len(starts), self.batch_size):
+            idx = starts[i:i + self.batch_size, None] + steps  # (B, T)
+            yield tokens[idx], tokens[idx + 1]
+
+
+PARTITIONS = {"sequential": SequentialBatches, "random": RandomBatches}
+
+
+@dataclass
+class TextDataset:
+    name: str
+    train: TokenSplit
+    val: TokenSplit | None
+    seq_len: int
+    partition: str
+    clip_grad_norm: float | None  # language-model training clips gradients by this norm
+    prefix: str                   # text generated from it at the end of training
+    generate_chars: int
+    test: None = None
+    classes: tuple[str, ...] = tuple(VOCAB)
+    task: ClassVar[str] = "lm"
+
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        return (self.seq_len,)
+
+    @property
+    def num_classes(self) -> int:
+        return len(VOCAB)
+
+    def eval_splits(self) -> dict[str, TokenSplit]:
+        return {"val": self.val} if self.val is not None and len(self.val) else {}
+
+    @property
+    def class_counts(self) -> torch.Tensor:
+        """Training tokens per vocabulary entry (for class-weighted losses)."""
+        return torch.bincount(self.train.tokens, minlength=len(VOCAB))
+
+    def train_batches(self, batch_size: int, generator: torch.Generator, transform=None):
+        if transform is not None:
+            raise ValueError("regularizer=augmentation transforms images; the timemachine text has none")
+        return self.batches(self.train, batch_size, generator)
+
+    def batches(self, split: TokenSplit, batch_size: int, generator: torch.Generator | None = None):
+        """Training batches (with the run's generator) in the configured partitioning; evaluation
+        batches (no generator) always sequential from the start, the state carried throughout."""
+        if generator is None:
+            return SequentialBatches(split, batch_size)
+        return PARTITIONS[self.partition](split, batch_size, generator)
+
+
+def read_corpus(path: str | None) -> str:
+    where = Path(path).expanduser() if path else DEFAULT_PATH
+    if not where.is_file():
+        raise DataNotFoundError(
+            f"The Time Machine text not found at {where} (dataset.path, or $DLBENCH_TIMEMACHINE; the default is "
+            f"../shared/data/timemachine.txt next to the repository).\nTo get it: download {GUTENBERG} and set "
+            f"dataset.path=FILE")
+    return where.read_text(encoding="utf-8")
+
+
+def build_timemachine(name: str = "timemachine", path: str | None = None, seq_len: int = 35, partition: str = "sequential",
+                      val_split: float = 0.1, limit: int | None = None, clip_grad_norm: float | None = 1.0,
+                      prefix: str = "time traveller", generate_chars: int = 50, seed: int = 0,
+                      device: str | torch.device = "cpu") -> TextDataset:
+    # seed is accepted like every dataset's, but the split is deterministic: the tail is validation
+    if partition not in PARTITIONS:
+        raise ValueError(f"unknown partition {partition!r}; valid: {', '.join(PARTITIONS)}")
+    tokens = encode(clean(read_corpus(path)))
+    n_val = round(val_split * len(tokens))
+    train, val = tokens[:len(tokens) - n_val], tokens[len(tokens) - n_val:]  # the held-out tail
+    if limit is not None:
+        train = train[:limit]
+    return TextDataset(name=name, train=TokenSplit(train.to(device), seq_len),
+                       val=TokenSplit(val.to(device), seq_len) if n_val else None, seq_len=seq_len,
+                       partition=partition, clip_grad_norm=clip_grad_norm, prefix=prefix,
+                       generate_chars=generate_chars)
+
+
+SHAPES["timemachine"] = lambda node: DataShape((node.seq_len,), len(VOCAB), "lm")
