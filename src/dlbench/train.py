@@ -10,7 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from dlbench.artifacts import build_summary, read_json
+from dlbench.artifacts import build_summary, failed_at_start, read_json, write_json_atomic
 from dlbench.callbacks import Callbacks, default_callbacks
 from dlbench.callbacks.checkpoint import restore
 from dlbench.callbacks.divergence import Diverged
@@ -36,16 +36,25 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
         return previous
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
+    try:
+        state = build_state(cfg, run_dir, overrides)
+    except Exception:
+        # a run that cannot even start is still one of its sweep's runs: its folder says why
+        write_json_atomic(run_dir / "summary.json", failed_at_start(cfg, overrides, traceback.format_exc(), previous))
+        raise
+    _resume_if_checkpointed(state)
+    return fit(state, Callbacks(default_callbacks(cfg)))
+
+
+def build_state(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> RunState:
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     data = build(cfg.dataset, seed=cfg.seed, device=device)
     model = build(cfg.model, in_shape=data.in_shape, num_classes=data.num_classes).to(device)
     optimizer = build_optimizer(cfg.optimizer, model.parameters())
-    state = RunState(cfg=cfg, run_dir=run_dir, device=device, data=data, model=model, optimizer=optimizer,
-                     scheduler=build_scheduler(cfg.scheduler, optimizer), loss_fn=instantiate(cfg.loss),
-                     generator=torch.Generator().manual_seed(cfg.seed), overrides=overrides)
-    _resume_if_checkpointed(state)
-    return fit(state, Callbacks(default_callbacks(cfg)))
+    return RunState(cfg=cfg, run_dir=run_dir, device=device, data=data, model=model, optimizer=optimizer,
+                    scheduler=build_scheduler(cfg.scheduler, optimizer), loss_fn=instantiate(cfg.loss),
+                    generator=torch.Generator().manual_seed(cfg.seed), overrides=overrides)
 
 
 def fit(state: RunState, callbacks: Callbacks) -> dict:
