@@ -147,3 +147,18 @@ def test_unknown_keys_and_empty_folders_are_errors(sweep, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit, match="no runs under"):
         main([str(tmp_path / "empty")])
+
+
+def test_runs_of_a_partial_sweep_not_started_yet_are_shown(tmp_path):
+    root = tmp_path / "sweep"
+    fake_run(root, ["lr=0.1", "seed=0", "epochs=2"])
+    fake_run(root, ["lr=0.01", "seed=0", "epochs=2"], status="interrupted")
+    hydra = {"sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper", "params": None},
+             "overrides": {"task": ["lr=0.1,0.01", "seed=0,1", "epochs=2"], "hydra": []}}
+    (root / "multirun.yaml").write_text(yaml.safe_dump({"hydra": hydra}))
+    runs = load_runs([root])
+    assert sorted((r.overrides["lr"], r.overrides["seed"], r.status) for r in runs) == [
+        ("0.01", "0", "interrupted"), ("0.01", "1", "not started"), ("0.1", "0", "completed"),
+        ("0.1", "1", "not started")]
+    grid = table_grid(build_table(runs, ["test/acc"]))
+    assert grid[1:] == [["0.01", "1 interrupted; 1 not started"], ["0.1", "0.6000 (1); 1 not started"]]

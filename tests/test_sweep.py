@@ -14,8 +14,7 @@ import yaml
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from omegaconf import OmegaConf
-from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
-from tensorboard.plugins.hparams import plugin_data_pb2
+from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
 
 from dlbench.config import CONF_DIR
 from dlbench.report import main as report_main
@@ -112,18 +111,37 @@ def test_a_sweep_report_fills_in_the_table(basic):
         assert (sweep / name).stat().st_size > 0, name
 
 
-@pytest.mark.slow
-def test_tensorboard_lists_every_run_of_the_sweep_with_its_values(basic):
-    _, sweep, _ = basic
+def hparams_session_groups(logdir):
+    """What TensorBoard's HParams tab lists for logdir, asked of the plugin's own backend."""
+    from tensorboard import context
+    from tensorboard.backend.event_processing import data_provider
+    from tensorboard.plugins import base_plugin
+    from tensorboard.plugins.hparams import api_pb2, backend_context, list_session_groups
+
     events = EventMultiplexer()
-    events.AddRunsFromDirectory(str(sweep))
+    events.AddRunsFromDirectory(str(logdir))
     events.Reload()
-    assert len(events.Runs()) == 6
-    for run, s in summaries(sweep).items():
-        content = events.PluginRunToTagToContent("hparams")[run]["_hparams_/session_start_info"]
-        hparams = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
-        assert hparams["lr"].number_value == s["lr"] and hparams["seed"].number_value == s["seed"]
-        assert events.Scalars(run, "test/acc")[-1].value == pytest.approx(s["test/acc"])
+    tb = base_plugin.TBContext(logdir=str(logdir), multiplexer=events,
+                               data_provider=data_provider.MultiplexerDataProvider(events, str(logdir)))
+    request = api_pb2.ListSessionGroupsRequest(start_index=0, slice_size=100, allowed_statuses=[
+        api_pb2.STATUS_UNKNOWN, api_pb2.STATUS_SUCCESS, api_pb2.STATUS_FAILURE, api_pb2.STATUS_RUNNING])
+    for name in ("lr", "seed"):
+        request.col_params.add(hparam=name)
+    request.col_params.add(metric=api_pb2.MetricName(tag="test/acc"))
+    handler = list_session_groups.Handler(context.RequestContext(), backend_context.Context(tb), "", request)
+    return handler.run().session_groups
+
+
+@pytest.mark.slow
+def test_tensorboard_hparams_lists_every_run_with_its_values_and_final_metrics(basic):
+    _, sweep, _ = basic
+    groups = {g.name: g for g in hparams_session_groups(sweep)}
+    runs = summaries(sweep)
+    assert set(groups) == set(runs)
+    for name, s in runs.items():
+        hparams, metrics = groups[name].hparams, {m.name.tag: m.value for m in groups[name].metric_values}
+        assert (hparams["lr"].number_value, hparams["seed"].number_value) == (s["lr"], s["seed"])
+        assert metrics["test/acc"] == pytest.approx(s["test/acc"]) and "val/loss" in metrics
 
 
 def wait_for(condition, proc, timeout=240):
@@ -145,7 +163,7 @@ def test_a_killed_sweep_re_run_gives_the_same_table(basic):
     statuses = [s["status"] for s in summaries(killed).values()]
     assert "completed" in statuses and len(statuses) < 6
     partial = dlbench("report", "killed", *TABLE, cwd=cwd).stdout
-    assert "running" in partial  # the cut run is shown as such, not dropped
+    assert "running" in partial and "not started" in partial  # the cut run and the rest are shown, not dropped
     resumed = dlbench("resume", "killed", cwd=cwd)  # re-runs the recorded sweep into its folder
     assert "already holds a completed run; not running it again" in resumed.stdout + resumed.stderr
     assert sorted(summaries(killed)) == sorted(summaries(reference))

@@ -96,8 +96,38 @@ def load_run(path: Path, target: float | None = None) -> Run:
     return run
 
 
+def planned_runs(sweep_dir: Path) -> list[dict[str, str]]:
+    """The runs of the grid that sweep_dir/multirun.yaml records, for Hydra's basic sweeper (an
+    Optuna search decides its runs as it goes: nothing is planned ahead)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    path = sweep_dir / "multirun.yaml"
+    hydra_cfg = (yaml.safe_load(path.read_text()) or {}).get("hydra", {}) if path.is_file() else {}
+    if not str(hydra_cfg.get("sweeper", {}).get("_target_", "")).endswith("BasicSweeper"):
+        return []
+    params = [f"{k}={v}" for k, v in (hydra_cfg["sweeper"].get("params") or {}).items()]
+    try:
+        parsed = OverridesParser.create().parse_overrides([*params, *hydra_cfg["overrides"]["task"]])
+        jobs = BasicSweeper.split_arguments(parsed, None)[0]
+    except HydraException:  # a sweep the grid cannot be rebuilt from without the configs (glob)
+        return []
+    return [dict(map(parse_override, job)) for job in jobs]
+
+
+def not_started(sweep_dir: Path, runs: list[Run]) -> list[Run]:
+    """Runs of the recorded grid with no folder yet: a report of a partial sweep shows them."""
+    from dlbench.config import path_safe
+
+    found = [r.overrides for r in runs]
+    return [Run(sweep_dir / path_safe(",".join(sorted(f"{k}={v}" for k, v in o.items()))), o,
+                {"status": "not started"}) for o in planned_runs(sweep_dir) if o not in found]
+
+
 def load_runs(paths: list[Path], target: float | None = None) -> list[Run]:
     runs = [load_run(p, target) for p in find_runs(paths)]
+    runs += [r for p in paths for r in not_started(p, runs)]
     if not runs:
         raise ReportError(f"no runs under {', '.join(map(str, paths))}")
     return runs
