@@ -38,6 +38,7 @@ def test_objective_is_the_metric_and_a_diverged_run_the_worst_value():
     assert objective_value(done, "best/val/acc", "maximize") == 0.9
     assert objective_value({**done, "status": "diverged"}, "best/val/acc", "maximize") == -math.inf
     assert objective_value({**done, "status": "diverged"}, "best/val/acc", "minimize") == math.inf
+    assert objective_value({**done, "status": "diverged"}, "best/val/acc", "Direction.maximize") == -math.inf
     assert objective_value({"status": "completed", "best/val/acc": None}, "best/val/acc", "maximize") == -math.inf
     assert objective_value({"status": "completed"}, "val/loss", "minimize") == math.inf
     assert objective_value({"status": "failed"}, "best/val/acc", "maximize") is None  # a failed trial, not a value

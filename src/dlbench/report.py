@@ -7,6 +7,7 @@ import io
 import math
 import statistics
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -184,16 +185,16 @@ class Cell:
         values = self.values(metric)
         return statistics.stdev(values) if len(values) >= 2 else None
 
+    def unfinished(self) -> list[str]:
+        """The runs that did not complete, by status: `1 diverged`, `2 not started`."""
+        counts = Counter(r.status for r in self.runs if r.status != "completed")
+        return [f"{n} {status}" for status, n in counts.items()]
+
     def notes(self, metric: str) -> list[str]:
         """What the mean leaves out: runs that did not complete, completed runs without the value."""
-        counts: dict[str, int] = {}
-        for r in self.runs:
-            if r.status != "completed":
-                counts[r.status] = counts.get(r.status, 0) + 1
-            elif r.value(metric) is None:
-                word = "never reached" if metric in NOT_REACHED else "n/a"
-                counts[word] = counts.get(word, 0) + 1
-        return [f"{n} {word}" for word, n in counts.items()]
+        missing = sum(r.status == "completed" and r.value(metric) is None for r in self.runs)
+        word = "never reached" if metric in NOT_REACHED else "n/a"
+        return [*self.unfinished(), *([f"{missing} {word}"] if missing else [])]
 
 
 @dataclass
@@ -288,14 +289,15 @@ def table_grid(table: Table) -> list[list[str]]:
 
 def markdown(grid: list[list[str]]) -> str:
     def line(cells):
-        return "| " + " | ".join((f"**{c}**" if isinstance(c, Best) else c).replace("|", "\\|") for c in cells) + " |"
+        marked = (f"**{c}**" if isinstance(c, Best) else c for c in cells)
+        return "| " + " | ".join(c.replace("|", "\\|") for c in marked) + " |"
 
     return "\n".join([line(grid[0]), line(["---"] * len(grid[0])), *map(line, grid[1:])])
 
 
 def latex(grid: list[list[str]]) -> str:
     def esc(text):
-        for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
+        for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"), ("$", r"\$"),
                      ("±", r"$\pm$"), ("—", "--")):
             text = text.replace(a, b)
         return text
@@ -317,7 +319,7 @@ def table_csv(table: Table) -> str:
             cell = table.cell(row, col)
             if not cell.runs:
                 continue
-            statuses = " ".join(f"{s}:{sum(r.status == s for r in cell.runs)}"
+            statuses = "; ".join(f"{s}:{sum(r.status == s for r in cell.runs)}"
                                 for s in sorted({r.status for r in cell.runs}))
             stats = [x for m in table.metrics for x in (cell.mean(m), cell.std(m), len(cell.values(m)))]
             writer.writerow([*row, *col, len(cell.runs), statuses, *("" if x is None else x for x in stats)])
@@ -382,7 +384,7 @@ def _pyplot():
 
 def cell_label(table: Table, key: tuple, cell: Cell) -> str:
     text = label([*table.row_keys, *table.col_keys], (*key[0], *key[1])) or "all runs"
-    others = [n for n in cell.notes("status") if not n.endswith("n/a")]  # statuses other than completed
+    others = cell.unfinished()
     return text + (f" ×{len(cell.runs)}" if len(cell.runs) > 1 else "") + (f" [{', '.join(others)}]" if others else "")
 
 
@@ -405,7 +407,8 @@ def plot_curves(table: Table, kind: str, path: Path) -> bool:
             for j, r in enumerate(cell.runs):
                 ys = [math.nan if m.get(f"{split}/{kind}") is None else m[f"{split}/{kind}"] for m in r.history]
                 ax.plot([m["epoch"] for m in r.history], ys, color=colours(i % colours.N), marker="o", ms=2,
-                        ls="-" if r.status == "completed" else "--", label=cell_label(table, key, cell) if j == 0 else None)
+                        ls="-" if r.status == "completed" else "--",
+                        label=cell_label(table, key, cell) if j == 0 else None)  # one entry per cell
         ax.set(title=f"{split}/{kind}", xlabel="epoch", yscale="log" if kind == "loss" else "linear")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
@@ -490,7 +493,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
     parser = argparse.ArgumentParser(prog="dlbench report", description="The results table and plots of sweeps.")
     parser.add_argument("folders", nargs="+", type=Path, help="sweep folders, run folders, or folders of sweeps")
-    parser.add_argument("--out", type=Path, help="where report.md, report.csv and plots/ go (default: the first folder)")
+    parser.add_argument("--out", type=Path,
+                        help="where report.md, report.csv and plots/ go (default: the first folder)")
     parser.add_argument("--rows", type=keys, help="override keys for the rows, e.g. lr (comma-separated)")
     parser.add_argument("--cols", type=keys, help="override keys for the columns, e.g. model")
     parser.add_argument("--metric", action="append", type=keys,

@@ -42,7 +42,8 @@ def objective_value(summary: dict | None, metric: str, direction: str) -> float 
     sweeper records as a failed trial."""
     if summary is None or summary.get("status") == "failed":
         return None
-    worst = -math.inf if direction == "maximize" else math.inf
+    # Optuna's config spells it `maximize`, `MAXIMIZE` or as its Direction enum
+    worst = -math.inf if "max" in str(direction).lower() else math.inf
     value = summary.get(metric)
     if summary.get("status") == "diverged" or value is None or not math.isfinite(value):
         return worst

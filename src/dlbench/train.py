@@ -23,6 +23,8 @@ from dlbench.state import RunState
 
 log = logging.getLogger("dlbench")
 FINISHED = ("completed", "diverged")  # a run folder in one of these states is not run again
+# top-level knobs a resumed run may change: they do not change what the epochs done so far computed
+RESUME_MAY_CHANGE = ("epochs", "objective")
 
 
 def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
@@ -132,7 +134,8 @@ def _resume_if_checkpointed(state: RunState) -> None:
     ckpt = torch.load(path, map_location=state.device, weights_only=False)  # our own file: RNG states
     saved = ckpt["config"]
     current = OmegaConf.to_container(state.cfg, resolve=True)
-    changed = sorted(k for k in set(saved) | set(current) if k != "epochs" and saved.get(k) != current.get(k))
+    changed = sorted(k for k in set(saved) | set(current)
+                     if k not in RESUME_MAY_CHANGE and saved.get(k) != current.get(k))
     if changed:
         raise RuntimeError(f"{state.run_dir} holds a run with a different config (differs in: "
                            f"{', '.join(changed)}); resume it with the same overrides or choose another folder")
