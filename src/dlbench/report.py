@@ -498,8 +498,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--rows", type=keys, help="override keys for the rows, e.g. lr (comma-separated)")
     parser.add_argument("--cols", type=keys, help="override keys for the columns, e.g. model")
     parser.add_argument("--metric", action="append", type=keys,
-                        help="summary metrics for the cells (repeat or comma-separate); default: "
-                             + ", ".join(DEFAULT_METRICS))
+                        help="summary metrics for the cells (repeat or comma-separate); default: test/acc, "
+                             "best/val/acc (best/test/acc without a validation split), epochs_to_target, params, "
+                             "wall_seconds")
     parser.add_argument("--target", type=float, help="recompute epochs_to_target for this accuracy from the curves")
     parser.add_argument("--format", choices=("md", "csv", "latex"), default="md", help="what is printed")
     return parser.parse_args(argv)
