@@ -5,7 +5,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from dlbench.models import count_params
+from omegaconf import OmegaConf
 
 STATUSES = ("running", "completed", "diverged", "interrupted", "failed")
 
@@ -71,6 +71,10 @@ def epochs_to_target(history: list[dict], metric: str, target: float) -> tuple[i
 
 
 def build_summary(state) -> dict:
+    import torch  # here, not at the top: `dlbench report` reads run folders without loading torch
+
+    from dlbench.models import count_params
+
     cfg, last = state.cfg, (state.history[-1] if state.history else {})
     epoch_hit, seconds_hit = epochs_to_target(state.history, state.monitor, cfg.target_acc)
     return {
@@ -93,12 +97,24 @@ def build_summary(state) -> dict:
         "train_examples_per_second": (round(state.train_examples / state.train_seconds, 1)
                                       if state.train_seconds else None),
         "device": str(state.device),
+        "threads": torch.get_num_threads(),  # throughput depends on it; parallel sweeps split the cores
         "seed": cfg.seed,
         "overrides": state.overrides,
         **state.extras,
         "diverged": state.diverged,
         "error": state.error,
     }
+
+
+def failed_at_start(cfg, overrides: list[str], error: str, previous: dict | None = None) -> dict:
+    """The summary of a run that raised before its first epoch (a bad config value, missing data):
+    what is known of it, over whatever an earlier attempt in the same folder recorded."""
+    def known(key):
+        return OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
+
+    return {**(previous or {"epochs_completed": 0}), "status": "failed", "dataset": known("dataset.name"),
+            "model": known("model.name"), "epochs": known("epochs"), "seed": known("seed"),
+            "overrides": overrides, "error": error}
 
 
 def plot_curves(history: list[dict], path: Path, title: str = "") -> None:

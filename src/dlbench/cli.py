@@ -1,4 +1,4 @@
-"""`dlbench train|resume|list|data`: thin dispatch to the modules that do the work."""
+"""`dlbench train|resume|report|list|data`: thin dispatch to the modules that do the work."""
 import logging
 import os
 import shutil
@@ -16,6 +16,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from dlbench.config import CONF_DIR, GROUPS, build, compose, group_options, path_safe
+from dlbench.sweep import available_cpus, failed_runs, launched, objective_value, recorded_sweep, threads_per_job
 
 log = logging.getLogger("dlbench")
 
@@ -23,7 +24,9 @@ USAGE = """usage: dlbench <command> [arguments]
 
   train [OVERRIDE ...]      train one run:   dlbench train model=cnn lr=0.01
   train -m [OVERRIDE ...]   train a sweep:   dlbench train -m lr=1,0.1,0.01,0.001
-  resume RUN_DIR            continue an interrupted run from its last checkpoint
+  train ... --into DIR      run or sweep into DIR; finished runs there are kept, unfinished resume
+  resume RUN_DIR|SWEEP_DIR  continue an interrupted run, or re-run a sweep into its folder
+  report SWEEP_DIR ...      the results table (mean ± std over seeds), notes and plots of sweeps
   list                      the datasets, models, optimizers, ... that configs can name
   data [DATASET ...]        make sure a dataset is on disk (default: fashion_mnist)
   interpolate RUN_A RUN_B   loss and accuracy along (1-a) theta_A + a theta_B  [--alphas FROM:TO:N] [--out DIR]
@@ -38,24 +41,31 @@ USAGE = """usage: dlbench <command> [arguments]
 # Hydra flags that print and exit: no run folder is made for them
 INFO_FLAGS = {"--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc",
               "--resolve", "--package", "-p"}
-failed_runs: list[str] = []
 
 
-def _job(cfg: DictConfig) -> dict | None:
+def _job(cfg: DictConfig) -> float | None:
+    """One run of `dlbench train`, in this process or a launcher's worker. It returns the run's
+    `objective` value, which is what a sweeper such as Optuna optimises."""
+    import torch
+
     from dlbench.data import DataNotFoundError
     from dlbench.train import run
 
+    hydra_cfg = HydraConfig.get()
+    threads = cfg.trainer.threads or threads_per_job(hydra_cfg.launcher, available_cpus())
+    if threads:
+        torch.set_num_threads(threads)
     try:
-        return run(cfg)
+        summary = run(cfg)
     except DataNotFoundError as err:  # a set-up problem, the same for every run: say it and stop
         sys.exit(f"dlbench: {err}")
     except Exception:
-        if HydraConfig.get().mode != RunMode.MULTIRUN:
+        if hydra_cfg.mode != RunMode.MULTIRUN:
             raise
         # the run recorded itself as failed; a sweep goes on and the exit status tells
-        log.exception("run failed: %s", HydraConfig.get().runtime.output_dir)
-        failed_runs.append(HydraConfig.get().runtime.output_dir)
-        return None
+        log.exception("run failed: %s", hydra_cfg.runtime.output_dir)
+        summary = None
+    return objective_value(summary, cfg.objective, str(hydra_cfg.sweeper.get("direction", "maximize")))
 
 
 _hydra_train = hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")(_job)
@@ -73,9 +83,15 @@ def _make_unique_dir(base: Path) -> Path:
 
 
 def _with_run_dir(args: list[str]) -> tuple[list[str], Path | None]:
-    """Add hydra.run.dir / hydra.sweep.dir with a folder made now, unless the user chose one."""
+    """Add hydra.run.dir / hydra.sweep.dir with a folder made now, unless the user chose one
+    (`--into DIR` is the short spelling)."""
     multirun = "-m" in args or "--multirun" in args
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    if "--into" in args:
+        at = args.index("--into")
+        if at + 1 == len(args):
+            sys.exit("dlbench: --into needs a folder")
+        args = [*args[:at], f"{key}='{args[at + 1]}'", *args[at + 2:]]
     if any(a.split("=")[0] in INFO_FLAGS for a in args) or any(a.startswith(key + "=") for a in args):
         return args, None
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
@@ -96,27 +112,39 @@ def cmd_train(args: list[str]) -> int:
     args, made = _with_run_dir(args)
     sys.argv = ["dlbench train", *args]  # Hydra reads its overrides from sys.argv
     signal.signal(signal.SIGTERM, _interrupt)  # a killed run is recorded as interrupted
+    launched.clear()
     try:
         _hydra_train()
     finally:
         if made is not None:
             with suppress(OSError):
                 made.rmdir()  # still empty: Hydra stopped before running (e.g. a bad override)
-    if failed_runs:
-        print(f"dlbench: {len(failed_runs)} run(s) failed: {', '.join(failed_runs)}", file=sys.stderr)
+    # each run's folder tells, wherever it ran: this process, a joblib worker, a submitit job
+    failed = [str(run) for sweep_dir, started in launched for run in failed_runs(sweep_dir, started)]
+    if failed:
+        print(f"dlbench: {len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
 
 
 def cmd_resume(args: list[str]) -> int:
     if len(args) != 1:
-        sys.exit("usage: dlbench resume RUN_DIR")
-    run_dir = Path(args[0])
-    overrides_file = run_dir / ".hydra" / "overrides.yaml"
+        sys.exit("usage: dlbench resume RUN_DIR|SWEEP_DIR")
+    folder = Path(args[0])
+    if (folder / "multirun.yaml").exists():
+        return cmd_train(recorded_sweep(folder))
+    overrides_file = folder / ".hydra" / "overrides.yaml"
     if not overrides_file.exists():
-        sys.exit(f"dlbench: {run_dir} is not a run folder (no .hydra/overrides.yaml)")
+        sys.exit(f"dlbench: {folder} is neither a run folder (.hydra/overrides.yaml) nor a sweep folder "
+                 "(multirun.yaml)")
     overrides = yaml.safe_load(overrides_file.read_text()) or []
-    return cmd_train([*overrides, f"hydra.run.dir='{run_dir}'"])
+    return cmd_train([*overrides, f"hydra.run.dir='{folder}'"])
+
+
+def cmd_report(args: list[str]) -> int:
+    from dlbench.report import main as report_main
+
+    return report_main(args)
 
 
 def cmd_list(args: list[str]) -> int:
@@ -200,8 +228,8 @@ def cmd_info(args: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "resume": cmd_resume, "list": cmd_list, "data": cmd_data, "info": cmd_info,
-            "interpolate": cmd_interpolate, "trajectory": cmd_trajectory}
+COMMANDS = {"train": cmd_train, "resume": cmd_resume, "report": cmd_report, "list": cmd_list, "data": cmd_data,
+            "info": cmd_info, "interpolate": cmd_interpolate, "trajectory": cmd_trajectory}
 
 
 def main(argv: list[str] | None = None) -> None:

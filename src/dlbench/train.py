@@ -11,7 +11,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from dlbench.artifacts import build_summary, read_json, truncate_metrics
+from dlbench.artifacts import build_summary, failed_at_start, read_json, truncate_metrics, write_json_atomic
 from dlbench.callbacks import Callbacks, default_callbacks
 from dlbench.callbacks.checkpoint import restore
 from dlbench.callbacks.classes import ClassReport
@@ -28,6 +28,8 @@ from dlbench.state import RunState
 
 log = logging.getLogger("dlbench")
 FINISHED = ("completed", "diverged")  # a run folder in one of these states is not run again
+# top-level knobs a resumed run may change: they do not change what the epochs done so far computed
+RESUME_MAY_CHANGE = ("epochs", "objective")
 
 
 def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
@@ -41,19 +43,30 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
         return previous
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
+    try:
+        state, callbacks = build_state(cfg, run_dir, overrides)
+    except Exception:
+        # a run that cannot even start is still one of its sweep's runs: its folder says why
+        write_json_atomic(run_dir / "summary.json", failed_at_start(cfg, overrides, traceback.format_exc(), previous))
+        raise
+    _resume(state)
+    return fit(state, callbacks)
+
+
+def build_state(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> tuple[RunState, Callbacks]:
+    """Everything a run holds, and the callbacks that watch it."""
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     data = build(cfg.dataset, seed=cfg.seed, device=device)
     model = build(cfg.model, in_shape=data.in_shape, num_classes=data.num_classes).to(device)
     state, extra_callbacks = _training_state(cfg, run_dir, device, data, model)
     state.overrides = overrides
-    _resume(state)
     probes = [build(node) for node in (cfg.get("probe") or {}).values()]
     # early stopping first (it restores weights before the end is reported), then probes (they add
     # to an epoch's metrics) and the task's own (they add to the summary) before the files and
     # TensorBoard record them
     task_callbacks = TASKS[data.task].callbacks(cfg)
-    return fit(state, Callbacks(extra_callbacks + probes + task_callbacks + default_callbacks(cfg)))
+    return state, Callbacks(extra_callbacks + probes + task_callbacks + default_callbacks(cfg))
 
 
 def _training_state(cfg: DictConfig, run_dir: Path, device: torch.device, data, model) -> tuple[RunState, list]:
@@ -168,7 +181,8 @@ def _restore_checkpoint(state: RunState, path: Path) -> None:
     ckpt = torch.load(path, map_location=state.device, weights_only=False)  # our own file: RNG states
     saved = ckpt["config"]
     current = OmegaConf.to_container(state.cfg, resolve=True)
-    changed = sorted(k for k in set(saved) | set(current) if k != "epochs" and saved.get(k) != current.get(k))
+    changed = sorted(k for k in set(saved) | set(current)
+                     if k not in RESUME_MAY_CHANGE and saved.get(k) != current.get(k))
     if changed:
         raise RuntimeError(f"{state.run_dir} holds a run with a different config (differs in: "
                            f"{', '.join(changed)}); resume it with the same overrides or choose another folder")

@@ -1,0 +1,523 @@
+"""`dlbench report`: the runs of one or more sweeps read back together. A table whose rows and
+columns are the overrides that vary and whose cells are mean ± std over seeds, notes (the largest
+learning rate that did not diverge), every run with its status, and overlaid curves."""
+import argparse
+import csv
+import io
+import math
+import statistics
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from dlbench.artifacts import epochs_to_target, read_json, read_metrics
+
+REPLICATE_KEYS = ("seed",)  # runs that differ only in these are repeats of one cell
+DEFAULT_METRICS = ("test/acc", "best/{monitor}", "epochs_to_target", "params", "wall_seconds")
+LR_KEYS = ("lr", "optimizer.lr")
+# which way is better, by a metric's last word; others (params, lr) have no best cell
+GOALS = {"acc": max, "loss": min, "seconds": min, "epochs_to_target": min}
+NOT_REACHED = ("epochs_to_target", "seconds_to_target")  # None there means the target was never reached
+
+
+class ReportError(Exception):
+    pass
+
+
+@dataclass
+class Run:
+    path: Path
+    overrides: dict[str, str]   # key -> value as typed on the command line
+    summary: dict
+    history: list[dict] = field(default_factory=list)  # metrics.jsonl, one dict per epoch
+
+    @property
+    def status(self) -> str:
+        return self.summary.get("status", "running")
+
+    def value(self, metric: str):
+        """A summary field, or `best/<curve metric>` computed from the stored curve."""
+        if metric in self.summary:
+            return self.summary[metric]
+        if metric.startswith("best/"):
+            name = metric[len("best/"):]
+            values = [m[name] for m in self.history if m.get(name) is not None]
+            return goal(name, default=max)(values) if values else None
+        return None
+
+
+def goal(metric: str, default=None):
+    for word, fn in GOALS.items():
+        if metric.endswith(word):
+            return fn
+    return default
+
+
+# ---------------------------------------------------------------- reading runs
+
+def is_run(path: Path) -> bool:
+    return (path / "summary.json").is_file() or (path / ".hydra" / "overrides.yaml").is_file()
+
+
+def find_runs(paths: list[Path]) -> list[Path]:
+    """Each path is a run folder or a folder holding runs at any depth (a sweep, outputs/)."""
+    found: list[Path] = []
+    for path in paths:
+        if not path.is_dir():
+            raise ReportError(f"{path}: no such folder")
+        if is_run(path):
+            found.append(path)
+            continue
+        marks = [p.parent for p in path.rglob("summary.json")]
+        marks += [p.parent.parent for p in path.rglob("overrides.yaml") if p.parent.name == ".hydra"]
+        found += sorted(set(marks))
+    return list(dict.fromkeys(found))
+
+
+def parse_override(text: str) -> tuple[str, str]:
+    key, _, value = text.lstrip("+~").partition("=")
+    return key, value
+
+
+def load_run(path: Path, target: float | None = None) -> Run:
+    # a folder with no summary yet: the run was started and stopped before writing one
+    summary = read_json(path / "summary.json") or {"status": "running"}
+    overrides_file = path / ".hydra" / "overrides.yaml"
+    overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else None
+    run = Run(path, dict(map(parse_override, overrides or summary.get("overrides") or [])), summary,
+              read_metrics(path))
+    if target is not None:
+        metric = summary.get("target_metric") or ("val/acc" if any("val/acc" in m for m in run.history)
+                                                  else "test/acc")
+        epoch, seconds = epochs_to_target(run.history, metric, target)
+        run.summary = {**summary, "target_acc": target, "epochs_to_target": epoch, "seconds_to_target": seconds}
+    return run
+
+
+def planned_runs(sweep_dir: Path) -> list[dict[str, str]]:
+    """The runs of the grid that sweep_dir/multirun.yaml records, for Hydra's basic sweeper (an
+    Optuna search decides its runs as it goes: nothing is planned ahead)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    path = sweep_dir / "multirun.yaml"
+    hydra_cfg = (yaml.safe_load(path.read_text()) or {}).get("hydra", {}) if path.is_file() else {}
+    if not str(hydra_cfg.get("sweeper", {}).get("_target_", "")).endswith("BasicSweeper"):
+        return []
+    params = [f"{k}={v}" for k, v in (hydra_cfg["sweeper"].get("params") or {}).items()]
+    try:
+        parsed = OverridesParser.create().parse_overrides([*params, *hydra_cfg["overrides"]["task"]])
+        jobs = BasicSweeper.split_arguments(parsed, None)[0]
+    except HydraException:  # a sweep the grid cannot be rebuilt from without the configs (glob)
+        return []
+    return [dict(map(parse_override, job)) for job in jobs]
+
+
+def not_started(sweep_dir: Path, runs: list[Run]) -> list[Run]:
+    """Runs of the recorded grid with no folder yet: a report of a partial sweep shows them."""
+    from dlbench.config import path_safe
+
+    found = [r.overrides for r in runs]
+    return [Run(sweep_dir / path_safe(",".join(sorted(f"{k}={v}" for k, v in o.items()))), o,
+                {"status": "not started"}) for o in planned_runs(sweep_dir) if o not in found]
+
+
+def load_runs(paths: list[Path], target: float | None = None) -> list[Run]:
+    runs = [load_run(p, target) for p in find_runs(paths)]
+    runs += [r for p in paths for r in not_started(p, runs)]
+    if not runs:
+        raise ReportError(f"no runs under {', '.join(map(str, paths))}")
+    return runs
+
+
+# ---------------------------------------------------------------- the table
+
+def value_order(value):
+    """Numbers in numeric order (lr 0.001 < 0.01 < 0.1), everything else after, as text."""
+    if value is None:
+        return (0, 0.0, "")
+    try:
+        return (1, float(value), "")
+    except ValueError:
+        return (2, 0.0, str(value))
+
+
+def varying_keys(runs: list[Run]) -> list[str]:
+    keys = sorted({k for r in runs for k in r.overrides})
+    return [k for k in keys if len({r.overrides.get(k) for r in runs}) > 1]
+
+
+def choose_layout(runs: list[Run], rows: list[str] | None, cols: list[str] | None) -> tuple[list[str], list[str]]:
+    """Rows and columns of the table: the keys given, and every other key that varies (seeds
+    aside) as rows, so no difference between runs is silently averaged over. By default the key
+    with the fewest values, names before numbers (say `model`), is the columns, the rest (say
+    `lr`, read down in order) the rows."""
+    chosen = set(rows or []) | set(cols or [])
+    free = [k for k in varying_keys(runs) if k not in REPLICATE_KEYS and k not in chosen]
+    if cols is None:
+        def narrowness(key):
+            values = {r.overrides.get(key) for r in runs}
+            return len(values), all(value_order(v)[0] == 1 for v in values)
+
+        # one free key alone is the rows, unless the rows were chosen
+        cols = [min(free, key=narrowness)] if free and (rows is not None or len(free) >= 2) else []
+        free = [k for k in free if k not in cols]
+    return [*(rows or []), *free], list(cols)
+
+
+@dataclass
+class Cell:
+    runs: list[Run]
+
+    def values(self, metric: str) -> list[float]:
+        return [v for r in self.runs if r.status == "completed" and (v := r.value(metric)) is not None]
+
+    def mean(self, metric: str) -> float | None:
+        values = self.values(metric)
+        return statistics.fmean(values) if values else None
+
+    def std(self, metric: str) -> float | None:
+        """The sample standard deviation over seeds (n-1 in the denominator); None for one value."""
+        values = self.values(metric)
+        return statistics.stdev(values) if len(values) >= 2 else None
+
+    def unfinished(self) -> list[str]:
+        """The runs that did not complete, by status: `1 diverged`, `2 not started`."""
+        counts = Counter(r.status for r in self.runs if r.status != "completed")
+        return [f"{n} {status}" for status, n in counts.items()]
+
+    def notes(self, metric: str) -> list[str]:
+        """What the mean leaves out: runs that did not complete, completed runs without the value."""
+        missing = sum(r.status == "completed" and r.value(metric) is None for r in self.runs)
+        word = "never reached" if metric in NOT_REACHED else "n/a"
+        return [*self.unfinished(), *([f"{missing} {word}"] if missing else [])]
+
+
+@dataclass
+class Table:
+    row_keys: list[str]
+    col_keys: list[str]
+    metrics: list[str]
+    rows: list[tuple]
+    cols: list[tuple]
+    cells: dict[tuple, Cell]  # (row values, col values) -> the runs there
+
+    def cell(self, row: tuple, col: tuple) -> Cell:
+        return self.cells.get((row, col), Cell([]))
+
+    def best(self, col: tuple, metric: str) -> set[tuple]:
+        """The rows whose mean is best in this column (ties share it; all tied is no best), if
+        the metric has a better direction."""
+        pick = goal(metric)
+        means = {row: m for row in self.rows if (m := self.cell(row, col).mean(metric)) is not None}
+        if pick is None or len(set(means.values())) < 2:
+            return set()
+        top = pick(means.values())
+        return {row for row, m in means.items() if m == top}
+
+
+def build_table(runs: list[Run], metrics: list[str], rows: list[str] | None = None,
+                cols: list[str] | None = None) -> Table:
+    row_keys, col_keys = choose_layout(runs, rows, cols)
+    cells: dict[tuple, Cell] = {}
+    for r in runs:
+        key = (tuple(r.overrides.get(k) for k in row_keys), tuple(r.overrides.get(k) for k in col_keys))
+        cells.setdefault(key, Cell([])).runs.append(r)
+
+    def ordered(index):
+        keys = {k[index] for k in cells}
+        return sorted(keys, key=lambda values: [value_order(v) for v in values])
+
+    return Table(row_keys, col_keys, metrics, ordered(0), ordered(1), cells)
+
+
+def default_metrics(runs: list[Run]) -> list[str]:
+    monitor = next((r.summary["target_metric"] for r in runs if r.summary.get("target_metric")), "val/acc")
+    return [m.format(monitor=monitor) for m in DEFAULT_METRICS]
+
+
+# ---------------------------------------------------------------- text
+
+def fmt(value, std: float | None = None) -> str:
+    """Digits by size: accuracies to 4 places, seconds to 2, counts whole; std to the same."""
+    if value is None:
+        return "—"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, int) and std is None:
+        return f"{value:,}"
+    places = 0 if abs(value) >= 100 else 4 if abs(value) < 1 else 2
+    text = f"{value:,.{places}f}"
+    return text if std is None else f"{text} ± {std:,.{places}f}"
+
+
+def cell_text(cell: Cell, metric: str) -> str:
+    """`mean ± std (n)` over the completed runs, then what it leaves out: `0.8512 ± 0.0040 (2); 1 diverged`."""
+    values, notes = cell.values(metric), cell.notes(metric)
+    if not values:
+        return "; ".join(notes) or "—"
+    return "; ".join([f"{fmt(cell.mean(metric), cell.std(metric))} ({len(values)})", *notes])
+
+
+def label(keys: list[str], values: tuple) -> str:
+    return " ".join(f"{k}={v}" for k, v in zip(keys, values))
+
+
+class Best(str):
+    """A cell's text that is the best of its column: each format marks it its own way."""
+
+
+def table_grid(table: Table) -> list[list[str]]:
+    """The table as rows of text, header first; the best cell of each column a `Best`."""
+    header = [*table.row_keys] or [""]
+    columns = [(col, m) for col in table.cols for m in table.metrics]
+    header += [f"{label(table.col_keys, col)} {m}".strip() for col, m in columns]
+    best = {(col, m): table.best(col, m) for col, m in columns}
+    grid = [header]
+    for row in table.rows:
+        line = [str(v) for v in row] or ["all runs"]
+        for col, m in columns:
+            text = cell_text(table.cell(row, col), m)
+            line.append(Best(text) if row in best[(col, m)] else text)
+        grid.append(line)
+    return grid
+
+
+def markdown(grid: list[list[str]]) -> str:
+    def line(cells):
+        marked = (f"**{c}**" if isinstance(c, Best) else c for c in cells)
+        return "| " + " | ".join(c.replace("|", "\\|") for c in marked) + " |"
+
+    return "\n".join([line(grid[0]), line(["---"] * len(grid[0])), *map(line, grid[1:])])
+
+
+def latex(grid: list[list[str]]) -> str:
+    def esc(text):
+        for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"), ("$", r"\$"),
+                     ("±", r"$\pm$"), ("—", "--")):
+            text = text.replace(a, b)
+        return text
+
+    body = [" & ".join(rf"\textbf{{{esc(c)}}}" if isinstance(c, Best) else esc(c) for c in row) + r" \\"
+            for row in grid]
+    return "\n".join([r"\begin{tabular}{" + "l" * len(grid[0]) + "}", r"\toprule", body[0], r"\midrule",
+                      *body[1:], r"\bottomrule", r"\end{tabular}"])
+
+
+def table_csv(table: Table) -> str:
+    """One line per cell, numbers unformatted: mean, std and count of each metric."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow([*table.row_keys, *table.col_keys, "runs", "statuses",
+                     *[f"{stat}({m})" for m in table.metrics for stat in ("mean", "std", "n")]])
+    for row in table.rows:
+        for col in table.cols:
+            cell = table.cell(row, col)
+            if not cell.runs:
+                continue
+            statuses = "; ".join(f"{s}:{sum(r.status == s for r in cell.runs)}"
+                                for s in sorted({r.status for r in cell.runs}))
+            stats = [x for m in table.metrics for x in (cell.mean(m), cell.std(m), len(cell.values(m)))]
+            writer.writerow([*row, *col, len(cell.runs), statuses, *("" if x is None else x for x in stats)])
+    return out.getvalue()
+
+
+def runs_grid(runs: list[Run], metrics: list[str], show=fmt) -> list[list]:
+    """Every run, whatever became of it, with why it stopped if it did not complete."""
+    keys = varying_keys(runs)
+    grid = [["run", "status", *keys, *metrics, "note"]]
+    for r in sorted(runs, key=lambda r: [value_order(r.overrides.get(k)) for k in keys] + [str(r.path)]):
+        note = (r.summary.get("diverged") or {}).get("reason") or last_line(r.summary.get("error"))
+        grid.append([r.path.name, r.status, *[str(r.overrides.get(k, "")) for k in keys],
+                     *[show(r.value(m)) for m in metrics], note or ""])
+    return grid
+
+
+def last_line(text: str | None) -> str:
+    return text.strip().splitlines()[-1] if text and text.strip() else ""
+
+
+def lr_notes(runs: list[Run]) -> list[str]:
+    """Per model (each combination of the other varying keys): the largest learning rate at which
+    no run diverged."""
+    keys = varying_keys(runs)
+    lr_key = next((k for k in LR_KEYS if k in keys), None)
+    if lr_key is None:
+        return []
+    group_keys = [k for k in keys if k != lr_key and k not in REPLICATE_KEYS]
+    groups: dict[tuple, list[Run]] = {}
+    for r in runs:
+        groups.setdefault(tuple(r.overrides.get(k) for k in group_keys), []).append(r)
+    notes = []
+    for group in sorted(groups, key=lambda g: [value_order(v) for v in g]):
+        by_lr: dict[str, set[str]] = {}
+        for r in groups[group]:
+            by_lr.setdefault(r.overrides.get(lr_key), set()).add(r.status)
+        stable = [lr for lr, s in by_lr.items() if "diverged" not in s and "completed" in s]
+        diverged = sorted((lr for lr, s in by_lr.items() if "diverged" in s), key=value_order)
+        best = max(stable, key=value_order) if stable else "none (every rate diverged or did not finish)"
+        where = label(group_keys, group) or "all runs"
+        notes.append(f"{where}: largest {lr_key} that did not diverge: {best}"
+                     + (f" (diverged: {', '.join(diverged)})" if diverged else ""))
+    return notes
+
+
+def status_line(runs: list[Run]) -> str:
+    counts = {s: sum(r.status == s for r in runs) for s in sorted({r.status for r in runs})}
+    return f"{len(runs)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+
+
+# ---------------------------------------------------------------- plots
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def cell_label(table: Table, key: tuple, cell: Cell) -> str:
+    text = label([*table.row_keys, *table.col_keys], (*key[0], *key[1])) or "all runs"
+    others = cell.unfinished()
+    return text + (f" ×{len(cell.runs)}" if len(cell.runs) > 1 else "") + (f" [{', '.join(others)}]" if others else "")
+
+
+def plot_curves(table: Table, kind: str, path: Path) -> bool:
+    """`kind` (loss or acc) per epoch of every run, one panel per split, one colour per cell
+    (its seeds share it); runs that did not complete are dashed."""
+    runs = [r for cell in table.cells.values() for r in cell.runs]
+    splits = [s for s in ("train", "val", "test") if any(f"{s}/{kind}" in m for r in runs for m in r.history)]
+    if not splits:
+        return False
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(1, len(splits), figsize=(4.5 * len(splits) + 2.5, 4), squeeze=False)
+    colours = plt.get_cmap("tab10" if len(table.cells) <= 10 else "tab20")
+    keys = sorted(table.cells, key=lambda k: [value_order(v) for v in (*k[0], *k[1])])
+    for ax, split in zip(axes[0], splits):
+        for i, key in enumerate(keys):
+            cell = table.cells[key]
+            for j, r in enumerate(cell.runs):
+                ys = [math.nan if m.get(f"{split}/{kind}") is None else m[f"{split}/{kind}"] for m in r.history]
+                ax.plot([m["epoch"] for m in r.history], ys, color=colours(i % colours.N), marker="o", ms=2,
+                        ls="-" if r.status == "completed" else "--",
+                        label=cell_label(table, key, cell) if j == 0 else None)  # one entry per cell
+        ax.set(title=f"{split}/{kind}", xlabel="epoch", yscale="log" if kind == "loss" else "linear")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
+    _save(fig, path)
+    return True
+
+
+def _save(fig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    _pyplot().close(fig)
+
+
+def plot_metric_vs(table: Table, metric: str, path: Path) -> bool:
+    """The metric (mean ± std over seeds) against the first row key, one line per column and
+    combination of the other row keys."""
+    if not table.row_keys:
+        return False
+    x_key = table.row_keys[0]
+    xs = sorted({row[0] for row in table.rows}, key=value_order)
+    numeric = all(value_order(x)[0] == 1 for x in xs)
+    position = {x: float(x) if numeric else i for i, x in enumerate(xs)}
+    series: dict[tuple, list] = {}
+    for (row, col), cell in table.cells.items():
+        if (mean := cell.mean(metric)) is not None:
+            series.setdefault((row[1:], col), []).append((position[row[0]], mean, cell.std(metric) or 0.0))
+    if not series:
+        return False
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for (rest, col), points in sorted(series.items(), key=lambda kv: str(kv[0])):
+        points.sort()
+        name = label([*table.row_keys[1:], *table.col_keys], (*rest, *col)) or metric
+        ax.errorbar(*zip(*points), marker="o", capsize=3, label=name)
+    if numeric and min(map(float, xs)) > 0 and max(map(float, xs)) >= 100 * min(map(float, xs)):
+        ax.set_xscale("log")
+    if not numeric:
+        ax.set_xticks(range(len(xs)), xs)
+    ax.set(xlabel=x_key, ylabel=metric, title=f"{metric} against {x_key} (completed runs; bars: std over seeds)")
+    ax.title.set_fontsize(9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    _save(fig, path)
+    return True
+
+
+# ---------------------------------------------------------------- the command
+
+def write_report(table: Table, runs: list[Run], out: Path, fmt_name: str) -> str:
+    """report.md, report.csv (one line per cell), runs.csv (one per run), plots/; returns the
+    text for the terminal in the chosen format."""
+    grid = table_grid(table)
+    notes = lr_notes(runs)
+    plots = {name: f"plots/{name}.png" for name in ("loss", "acc")}
+    made = {name: plot_curves(table, name, out / rel) for name, rel in plots.items()}
+    metric_plot = f"plots/{table.metrics[0].replace('/', '_')}_vs_{(table.row_keys or ['x'])[0]}.png"
+    made["vs"] = plot_metric_vs(table, table.metrics[0], out / metric_plot)
+    plots["vs"] = metric_plot
+    text = {"md": markdown(grid), "csv": table_csv(table), "latex": latex(grid)}
+    md = [f"# Report: {', '.join(sorted({str(r.path.parent) for r in runs}))}", "", status_line(runs), "",
+          "Cells: mean ± sample std over seeds (completed runs; count in brackets); best per column in bold.", "",
+          text["md"], "", *[f"- {n}" for n in notes], "", "## Every run", "", markdown(runs_grid(runs, table.metrics)),
+          "", *[f"![{name}]({rel})" for name, rel in plots.items() if made[name]], ""]
+    (out / "report.md").write_text("\n".join(md))
+    (out / "report.csv").write_text(text["csv"])
+    with open(out / "runs.csv", "w", newline="") as f:
+        csv.writer(f).writerows(runs_grid(runs, table.metrics, show=lambda v: "" if v is None else v))
+    if fmt_name == "latex":
+        (out / "report.tex").write_text(text["latex"] + "\n")
+    return "\n".join([status_line(runs), "", text[fmt_name].rstrip(), "", *notes, *unfinished(runs)])
+
+
+def unfinished(runs: list[Run]) -> list[str]:
+    return [f"{r.status}: {r.path}" for r in runs if r.status != "completed"]
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    def keys(text: str) -> list[str]:
+        return [k for k in text.split(",") if k]
+
+    parser = argparse.ArgumentParser(prog="dlbench report", description="The results table and plots of sweeps.")
+    parser.add_argument("folders", nargs="+", type=Path, help="sweep folders, run folders, or folders of sweeps")
+    parser.add_argument("--out", type=Path,
+                        help="where report.md, report.csv and plots/ go (default: the first folder)")
+    parser.add_argument("--rows", type=keys, help="override keys for the rows, e.g. lr (comma-separated)")
+    parser.add_argument("--cols", type=keys, help="override keys for the columns, e.g. model")
+    parser.add_argument("--metric", action="append", type=keys,
+                        help="summary metrics for the cells (repeat or comma-separate); default: test/acc, "
+                             "best/val/acc (best/test/acc without a validation split), epochs_to_target, params, "
+                             "wall_seconds")
+    parser.add_argument("--target", type=float, help="recompute epochs_to_target for this accuracy from the curves")
+    parser.add_argument("--format", choices=("md", "csv", "latex"), default="md", help="what is printed")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    try:
+        runs = load_runs(args.folders, args.target)
+    except ReportError as err:
+        sys.exit(f"dlbench report: {err}")
+    metrics = [m for group in args.metric for m in group] if args.metric else default_metrics(runs)
+    unknown = [k for k in (args.rows or []) + (args.cols or []) if not any(k in r.overrides for r in runs)]
+    if unknown:
+        sys.exit(f"dlbench report: no run has the override(s) {', '.join(unknown)}; "
+                 f"those that vary: {', '.join(varying_keys(runs)) or 'none'}")
+    out = args.out or args.folders[0]
+    out.mkdir(parents=True, exist_ok=True)
+    print(write_report(build_table(runs, metrics, args.rows, args.cols), runs, out, args.format))
+    return 0

@@ -1,0 +1,77 @@
+"""What a sweep needs beyond its runs: the number a sweeper optimises, the cores parallel jobs
+share, which runs failed (told through their folders, since a joblib or submitit job lives in
+another process) and re-running a recorded sweep into its own folder."""
+import math
+import os
+import time
+from pathlib import Path
+
+import yaml
+from hydra.experimental.callback import Callback as HydraCallback
+from omegaconf import DictConfig
+
+from dlbench.artifacts import read_json
+
+# (sweep folder, time it started) of each multirun this process launched
+launched: list[tuple[Path, float]] = []
+
+
+class RecordSweep(HydraCallback):
+    """Hydra calls this in the launching process with the resolved sweep folder, wherever it was
+    set (the command line, an experiment file, the default pattern)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        launched.append((Path(str(config.hydra.sweep.dir)), time.time()))
+
+
+def failed_runs(sweep_dir: Path, since: float) -> list[Path]:
+    """Runs under sweep_dir whose summary says `failed` and was written since `since`: failures of
+    an earlier sweep into the same folder that this one did not re-run are not this sweep's."""
+    failed = []
+    for path in sorted(sweep_dir.rglob("summary.json")):
+        summary = read_json(path) or {}
+        if summary.get("status") == "failed" and path.stat().st_mtime >= since - 1.0:  # 1 s: mtime granularity
+            failed.append(path.parent)
+    return failed
+
+
+def objective_value(summary: dict | None, metric: str, direction: str) -> float | None:
+    """The number a sweeper (Optuna) optimises: `metric` from the run's summary. A diverged run,
+    or one without the metric, is the worst value for `direction`, so a search learns to avoid
+    that region instead of stopping; a failed run (a bug, not a result) gives None, which the
+    sweeper records as a failed trial."""
+    if summary is None or summary.get("status") == "failed":
+        return None
+    # Optuna's config spells it `maximize`, `MAXIMIZE` or as its Direction enum
+    worst = -math.inf if "max" in str(direction).lower() else math.inf
+    value = summary.get(metric)
+    if summary.get("status") == "diverged" or value is None or not math.isfinite(value):
+        return worst
+    return float(value)
+
+
+def available_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def threads_per_job(launcher: DictConfig, cpus: int) -> int | None:
+    """Torch threads for one job when a launcher runs several at once, so they do not fight over
+    the cores: a submitit task gets its `cpus_per_task`; joblib's `n_jobs` workers split this
+    machine (n_jobs=-1 is one worker per core, -2 all but one, as joblib counts). None: the
+    launcher runs one job at a time, which may use every core."""
+    if launcher.get("cpus_per_task"):
+        return int(launcher.cpus_per_task)
+    n_jobs = launcher.get("n_jobs")
+    if not n_jobs:
+        return None
+    workers = n_jobs if n_jobs > 0 else max(1, cpus + 1 + n_jobs)
+    return max(1, cpus // workers)
+
+
+def recorded_sweep(sweep_dir: Path) -> list[str]:
+    """The `dlbench train` arguments of the sweep recorded in sweep_dir/multirun.yaml, aimed back at
+    that folder: finished runs are kept, unfinished ones resume, missing ones run."""
+    hydra_cfg = yaml.safe_load((sweep_dir / "multirun.yaml").read_text())["hydra"]
+    overrides = hydra_cfg["overrides"]
+    kept = [o for o in overrides["hydra"] if o.split("=")[0] not in ("hydra.sweep.dir", "hydra.mode")]
+    return ["-m", *overrides["task"], *kept, f"hydra.sweep.dir='{sweep_dir}'"]
