@@ -1,7 +1,7 @@
 """Training a character language model: the epoch, its evaluation, and text generated from a prefix.
 
-The classification loop (loop.py, train.run_epoch) is untouched by this; a run on a dataset whose
-`task` is "lm" uses `run_lm_epoch` instead (dlbench.train.TASKS). The differences: the model takes
+A run on a dataset whose `task` is "lm" trains with `lm_epoch` (dlbench.train.TASKS) inside the
+same epoch bookkeeping as classification (train.run_epoch). The differences: the model takes
 and returns a recurrent state, carried across batches (detached) when the partitioning is sequential;
 gradients are clipped by norm; the metrics add perplexity (exp of the mean per-character loss) and
 tokens per second.
@@ -78,34 +78,22 @@ def generate(model: nn.Module, prefix: str, n: int, device: torch.device | str =
     return prefix + decode(out)
 
 
-def run_lm_epoch(state, callbacks) -> None:
+def lm_epoch(state, on_step) -> tuple[dict, float, int]:
+    """Train one epoch and evaluate on the held-out tail: (metrics, training seconds, sequences)."""
     cfg, data = state.cfg, state.data
-    start = time.perf_counter()
-    callbacks.on_epoch_start(state)
-
-    lr = state.optimizer.param_groups[0]["lr"]  # the rate the epoch starts with
-
-    def on_step(step: dict) -> None:
-        state.global_step += 1
-        state.schedule.step_batch()
-        callbacks.on_step(state, step)
-
     # regularizer=grad_clip's norm wins over the dataset's default clipping norm
     clip = state.clip_grad if state.clip_grad is not None else data.clip_grad_norm
+    start = time.perf_counter()
     train = train_lm_epoch(state.model, state.train_batches, state.train_loss, state.optimizer, clip, on_step)
-    train_seconds = time.perf_counter() - start
-    metrics = {"epoch": state.epoch + 1, **{f"train/{k}": train[k] for k in ("loss", "ppl", "acc")}}
+    seconds = time.perf_counter() - start
+    metrics = {f"train/{k}": train[k] for k in ("loss", "ppl", "acc")}
     if "grad_norm" in train:
         metrics["grad/norm"] = train["grad_norm"]  # mean norm before clipping
     for name, split in data.eval_splits().items():
         result = evaluate_lm(state.model, data.batches(split, cfg.batch_size), state.loss_fn)
         metrics.update({f"{name}/{k}": v for k, v in result.items()})
-    metrics["lr"] = lr
-    state.schedule.step_epoch(metrics)
-    metrics["tokens_per_second"] = round(train["tokens"] / train_seconds, 1)
-    metrics["epoch_seconds"] = round(time.perf_counter() - start, 4)
-    state.end_epoch(metrics, train_seconds, train["sequences"])  # an example is one seq_len window
-    callbacks.on_epoch_end(state, metrics)
+    metrics["tokens_per_second"] = round(train["tokens"] / seconds, 1)
+    return metrics, seconds, train["sequences"]  # an example is one seq_len window
 
 
 class GeneratedText(Callback):

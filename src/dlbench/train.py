@@ -18,7 +18,7 @@ from dlbench.callbacks.classes import ClassReport
 from dlbench.callbacks.divergence import Diverged
 from dlbench.config import build
 from dlbench.data import Batches
-from dlbench.lm import lm_callbacks, run_lm_epoch
+from dlbench.lm import lm_callbacks, lm_epoch
 from dlbench.loop import evaluate, train_one_epoch
 from dlbench.losses import build_loss
 from dlbench.optim import build_optimizer, build_schedule
@@ -88,7 +88,7 @@ def fit(state: RunState, callbacks: Callbacks) -> dict:
     callbacks.on_run_start(state)
     try:
         while state.epoch < state.cfg.epochs and not state.should_stop:
-            TASKS[state.data.task].run_epoch(state, callbacks)
+            run_epoch(state, callbacks)
         state.status = "completed"
     except Diverged as stop:
         state.status, state.diverged = "diverged", stop.info
@@ -105,10 +105,10 @@ def fit(state: RunState, callbacks: Callbacks) -> dict:
 
 
 def run_epoch(state: RunState, callbacks: Callbacks) -> None:
-    cfg, data = state.cfg, state.data
+    """One epoch: the task trains and evaluates; the schedule, the clock and the callbacks are
+    the same for every task."""
     start = time.perf_counter()
     callbacks.on_epoch_start(state)
-
     lr = state.optimizer.param_groups[0]["lr"]  # the rate the epoch starts with
 
     def on_step(step: dict) -> None:
@@ -116,32 +116,40 @@ def run_epoch(state: RunState, callbacks: Callbacks) -> None:
         state.schedule.step_batch()
         callbacks.on_step(state, step)
 
-    train = train_one_epoch(state.model, state.train_batches, state.train_loss, state.optimizer, on_step=on_step,
-                            clip_grad=state.clip_grad)
-    train_seconds = time.perf_counter() - start
-    metrics = {"epoch": state.epoch + 1, "train/loss": train["loss"], "train/acc": train["acc"]}
-    if "grad_norm" in train:
-        metrics["grad/norm"] = train["grad_norm"]  # mean norm before clipping
-    for name, split in data.eval_splits().items():
-        result = evaluate(state.model, Batches(split, cfg.trainer.eval_batch_size, shuffle=False), state.loss_fn)
-        metrics.update({f"{name}/loss": result["loss"], f"{name}/acc": result["acc"]})
-    metrics["lr"] = lr
+    result, train_seconds, examples = TASKS[state.data.task].train_and_evaluate(state, on_step)
+    metrics = {"epoch": state.epoch + 1, **result, "lr": lr}
     state.schedule.step_epoch(metrics)
     metrics["epoch_seconds"] = round(time.perf_counter() - start, 4)
-    state.end_epoch(metrics, train_seconds, state.train_batches.num_examples)
+    state.end_epoch(metrics, train_seconds, examples)
     callbacks.on_epoch_end(state, metrics)
 
 
+def classify_epoch(state: RunState, on_step) -> tuple[dict, float, int]:
+    """Train one epoch and evaluate every split: (metrics, training seconds, examples trained on)."""
+    start = time.perf_counter()
+    train = train_one_epoch(state.model, state.train_batches, state.train_loss, state.optimizer, on_step=on_step,
+                            clip_grad=state.clip_grad)
+    seconds = time.perf_counter() - start
+    metrics = {"train/loss": train["loss"], "train/acc": train["acc"]}
+    if "grad_norm" in train:
+        metrics["grad/norm"] = train["grad_norm"]  # mean norm before clipping
+    for name, split in state.data.eval_splits().items():
+        batches = Batches(split, state.cfg.trainer.eval_batch_size, shuffle=False)
+        result = evaluate(state.model, batches, state.loss_fn)
+        metrics.update({f"{name}/loss": result["loss"], f"{name}/acc": result["acc"]})
+    return metrics, seconds, state.train_batches.num_examples
+
+
 class Task(NamedTuple):
-    run_epoch: Callable[[RunState, Callbacks], None]
-    # callbacks of the task's own, run before the default ones so that what they record in
-    # state.extras reach summary.json
+    train_and_evaluate: Callable[[RunState, Callable], tuple[dict, float, int]]
+    # callbacks of the task's own, run before the default ones so that what they add to
+    # state.extras reaches summary.json
     callbacks: Callable[[DictConfig], list] = lambda cfg: []
 
 
-# how a run trains on each kind of data (the dataset's `task`): image classification is run_epoch
-# above, with per-class reports; character language models carry a recurrent state (dlbench.lm)
-TASKS = {"classify": Task(run_epoch, lambda cfg: [ClassReport()]), "lm": Task(run_lm_epoch, lm_callbacks)}
+# how a run trains on each kind of data (the dataset's `task`): image classification above, with
+# per-class reports; character language models carry a recurrent state (dlbench.lm)
+TASKS = {"classify": Task(classify_epoch, lambda cfg: [ClassReport()]), "lm": Task(lm_epoch, lm_callbacks)}
 
 
 def _run_dir_and_overrides(run_dir: str | Path | None) -> tuple[Path, list[str]]:
