@@ -162,3 +162,10 @@ def test_runs_of_a_partial_sweep_not_started_yet_are_shown(tmp_path):
         ("0.1", "1", "not started")]
     grid = table_grid(build_table(runs, ["test/acc"]))
     assert grid[1:] == [["0.01", "1 interrupted; 1 not started"], ["0.1", "0.6000 (1); 1 not started"]]
+
+
+def test_numbers_spelled_differently_are_one_value():
+    from dlbench.report import canonical, parse_override
+
+    assert parse_override("lr=1e-3") == parse_override("lr=0.001") == ("lr", "0.001")
+    assert canonical("10") == "10" and canonical("cnn") == "cnn" and canonical("[64,64]") == "[64,64]"

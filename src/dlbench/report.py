@@ -79,7 +79,18 @@ def find_runs(paths: list[Path]) -> list[Path]:
 
 def parse_override(text: str) -> tuple[str, str]:
     key, _, value = text.lstrip("+~").partition("=")
-    return key, value
+    return key, canonical(value)
+
+
+def canonical(value: str) -> str:
+    """One spelling per number, so lr=1e-3 and lr=0.001 are the same row: ints stay ints, other
+    numbers take Python's shortest round-tripping form; anything else is kept as typed."""
+    for kind in (int, float):
+        try:
+            return repr(kind(value))
+        except ValueError:
+            continue
+    return value
 
 
 def load_run(path: Path, target: float | None = None) -> Run:
