@@ -28,7 +28,10 @@ def test_grad_norm_matches_a_hand_computation(tmp_path):
             p -= 0.1 * g  # the "optimizer step" the probe watches
     state.global_step = 1
     probe.on_step(state, {})
+    metrics = {"epoch": 1}
+    probe.on_epoch_end(state, metrics)  # flushes the records file
     rec = json.loads((tmp_path / "probes" / "grad_norm.jsonl").read_text())
+    assert metrics["grad/norm"] == rec["grad/norm"] and metrics["update/ratio"] == rec["update/ratio"]
     sizes = [4, 2, 2, 1]
     assert rec["grad/norm"] == pytest.approx(sum(n * (i + 1) ** 2 for i, n in enumerate(sizes)) ** 0.5)
     assert rec["grad/mean_abs"] == pytest.approx(sum(n * (i + 1) for i, n in enumerate(sizes)) / 9)

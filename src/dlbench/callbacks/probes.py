@@ -46,8 +46,9 @@ class GradNorm(Callback):
 
     def on_run_start(self, state) -> None:
         self.named = [(n, p) for n, p in state.model.named_parameters() if p.requires_grad]
-        self.path = state.run_dir / "probes" / "grad_norm.jsonl"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        path = state.run_dir / "probes" / "grad_norm.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(path, "a")  # one handle for the run: a logged step costs no open/close
         self.keep_weights(state.global_step + 1)
 
     def keep_weights(self, next_step: int) -> None:
@@ -72,8 +73,7 @@ class GradNorm(Callback):
         rec = {"step": state.global_step, **{k: float(v) for k, v in values.items()}}
         if self.per_layer:
             rec["grad/norm_by_layer"] = dict(zip((n for n, _ in self.named), norms.tolist()))
-        with open(self.path, "a") as f:
-            f.write(json.dumps(rec) + "\n")
+        self.file.write(json.dumps(rec) + "\n")
         if state.tb is not None:
             for key in ("grad/norm", "grad/mean_abs", "update/ratio"):
                 if key in rec:
@@ -91,8 +91,11 @@ class GradNorm(Callback):
         if self.epoch_records:  # grad_clip's pre-clip mean, when it is on, is the one kept
             metrics.setdefault("grad/norm", sum(r["grad/norm"] for r in self.epoch_records) / len(self.epoch_records))
         self.epoch_records = []
+        self.file.flush()  # a killed run keeps every finished epoch's records
 
     def on_run_end(self, state) -> None:
+        if getattr(self, "file", None) is not None:
+            self.file.close()
         if not self.all_records:
             return
         plt = _pyplot()
