@@ -127,3 +127,29 @@ def test_a_run_trains_on_resized_batches(tmp_path):
                   run_dir=tmp_path / "run")
     convs = (6 * 25 + 6) + (16 * 6 * 25 + 16)  # then 16*5*5 -> 64 (digits_cfg's hidden) -> 10
     assert summary["status"] == "completed" and summary["params"] == convs + (400 * 64 + 64) + (64 * 10 + 10)
+
+
+def test_label_noise_replaces_exactly_that_fraction_of_training_labels_only():
+    from dlbench.data import corrupt_labels
+
+    labels = torch.arange(1000) % 10
+    noisy = corrupt_labels(labels, 0.3, 10, seed=0)
+    changed = (noisy != labels).float().mean().item()
+    assert 0.3 * 0.8 < changed <= 0.3  # 300 replaced; about a tenth of them drew the true class
+    assert noisy.min() >= 0 and noisy.max() <= 9
+    assert torch.equal(noisy, corrupt_labels(labels, 0.3, 10, seed=0))
+    assert not torch.equal(noisy, corrupt_labels(labels, 0.3, 10, seed=1))
+    clean, noisy_data = build_dataset("digits", seed=0), build_dataset("digits", seed=0, label_noise=1.0)
+    assert torch.equal(clean.train.x, noisy_data.train.x)  # the same images, other labels
+    assert (clean.train.y == noisy_data.train.y).float().mean().item() < 0.2  # about 1/10 agree by chance
+    assert torch.equal(clean.val.y, noisy_data.val.y) and torch.equal(clean.test.y, noisy_data.test.y)
+
+
+def test_a_model_trained_on_random_labels_stays_at_chance_on_true_test_labels(in_tmp):
+    from dlbench.train import run
+    from tests.conftest import digits_cfg
+
+    summary = run(digits_cfg("dataset.label_noise=1.0", "epochs=4"), run_dir=in_tmp / "r")
+    assert summary["test/acc"] < 0.3  # 10 classes: chance is 0.1
+    clean = run(digits_cfg("epochs=4"), run_dir=in_tmp / "c")
+    assert clean["test/acc"] > 0.7

@@ -128,9 +128,20 @@ def make_imbalanced(train_idx: torch.Tensor, labels: torch.Tensor, classes: list
     return train_idx[keep_mask]
 
 
+def corrupt_labels(labels: torch.Tensor, fraction: float, num_classes: int, seed: int) -> torch.Tensor:
+    """Replace exactly round(fraction * N) labels, chosen at random, by uniformly random classes
+    (which may by chance be the true one), as in Zhang et al., "Understanding deep learning
+    requires rethinking generalization". fraction 1.0: random labels."""
+    gen = torch.Generator().manual_seed(seed)
+    chosen = torch.randperm(len(labels), generator=gen)[:round(fraction * len(labels))]
+    noisy = labels.clone()
+    noisy[chosen] = torch.randint(0, num_classes, (len(chosen),), generator=gen)
+    return noisy
+
+
 def build_dataset(name: str, val_split: float = 0.1, limit: int | None = None, seed: int = 0,
                   device: str | torch.device = "cpu", imbalance: dict | None = None, sampler: str | None = None,
-                  resize: int | None = None, **source_kwargs) -> Dataset:
+                  resize: int | None = None, label_noise: float = 0.0, **source_kwargs) -> Dataset:
     if sampler is not None and sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; valid: null, {', '.join(SAMPLERS)}")
     raw = load_source(name, **source_kwargs)
@@ -142,6 +153,9 @@ def build_dataset(name: str, val_split: float = 0.1, limit: int | None = None, s
     if limit is not None:
         train_idx = train_idx[:limit]
     train_u8 = raw.train_x[train_idx]
+    train_y = raw.train_y[train_idx]
+    if label_noise:  # training labels only: validation and test stay true, so they measure generalisation
+        train_y = corrupt_labels(train_y, label_noise, len(raw.classes), seed)
     # per-channel statistics of the training split only; float64 so 54k images sum exactly enough
     mean = train_u8.double().mean(dim=(0, 2, 3)) / 255
     std = train_u8.double().std(dim=(0, 2, 3)) / 255
@@ -153,7 +167,7 @@ def build_dataset(name: str, val_split: float = 0.1, limit: int | None = None, s
 
     return Dataset(
         name=name,
-        train=to_split(train_u8, raw.train_y[train_idx]),
+        train=to_split(train_u8, train_y),
         val=to_split(raw.train_x[val_idx], raw.train_y[val_idx]) if n_val else None,
         test=to_split(raw.test_x, raw.test_y),
         classes=list(raw.classes),
