@@ -6,20 +6,12 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from dlbench.artifacts import read_metrics
+from dlbench.artifacts import pyplot, read_metrics
 from dlbench.config import build
 from dlbench.data import Batches
 from dlbench.loop import evaluate
+from dlbench.probing import pca
 from dlbench.runtime import resolve_device
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _load_run(run_dir: Path) -> dict:
@@ -73,7 +65,7 @@ def _write_rows(rows: list[dict], stem: Path) -> None:
 
 
 def _plot_interpolation(rows: list[dict], path: Path, title: str) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     alphas = [r["alpha"] for r in rows]
     for split in ("train", "test"):
@@ -93,11 +85,7 @@ def _plot_interpolation(rows: list[dict], path: Path, title: str) -> None:
 
 
 def pca_2d(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Coordinates on the first two principal components (N, 2), and every component's share of
-    the variance."""
-    centred = points - points.mean(0)
-    _, s, v = torch.linalg.svd(centred, full_matrices=False)
-    return centred @ v[:2].T, s.pow(2) / s.pow(2).sum()
+    return pca(points, 2)
 
 
 def trajectory(runs: list[Path], color: str = "val/loss", out: Path | None = None) -> list[dict]:
@@ -123,7 +111,7 @@ def trajectory(runs: list[Path], color: str = "val/loss", out: Path | None = Non
 
 
 def _plot_trajectory(rows: list[dict], color: str, explained: list[float], path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 5))
     values = [r[color] for r in rows if r[color] is not None]
     vmin, vmax = (min(values), max(values)) if values else (0, 1)

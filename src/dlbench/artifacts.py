@@ -117,13 +117,22 @@ def failed_at_start(cfg, overrides: list[str], error: str, previous: dict | None
             "overrides": overrides, "error": error}
 
 
-def plot_curves(history: list[dict], path: Path, title: str = "") -> None:
-    """Loss and accuracy per epoch for every split that was measured."""
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (no display here, none needed), imported
+    when a plot is made so that commands which draw nothing do not pay for it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(history: list[dict], path: Path, title: str = "") -> None:
+    """Loss and accuracy per epoch for every split that was measured."""
     from matplotlib.ticker import MaxNLocator
+
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     epochs = [m["epoch"] for m in history]

@@ -16,6 +16,14 @@ def input_gradient_norm(model: nn.Module, loss_fn: nn.Module, x: torch.Tensor, y
     return grad.flatten(1).norm(dim=1).mean().item()
 
 
+def pca(points: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Coordinates on the first k principal components (N, k), and every component's share of
+    the variance."""
+    centred = points - points.mean(0)
+    _, s, v = torch.linalg.svd(centred, full_matrices=False)
+    return centred @ v[:k].T, s.pow(2) / s.pow(2).sum()
+
+
 def top_hessian_eigenvalue(loss_of: Callable[[], torch.Tensor], params: list[torch.Tensor], iterations: int = 20,
                            seed: int = 0) -> float:
     """The dominant eigenvalue of the Hessian of loss_of() in `params`, by power iteration on

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from dlbench.artifacts import epochs_to_target, read_json, read_metrics
+from dlbench.artifacts import epochs_to_target, pyplot, read_json, read_metrics
 
 REPLICATE_KEYS = ("seed",)  # runs that differ only in these are repeats of one cell
 DEFAULT_METRICS = ("test/acc", "best/{monitor}", "epochs_to_target", "params", "wall_seconds")
@@ -384,15 +384,6 @@ def status_line(runs: list[Run]) -> str:
 
 # ---------------------------------------------------------------- plots
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def cell_label(table: Table, key: tuple, cell: Cell) -> str:
     text = label([*table.row_keys, *table.col_keys], (*key[0], *key[1])) or "all runs"
     others = cell.unfinished()
@@ -406,7 +397,7 @@ def plot_curves(table: Table, kind: str, path: Path) -> bool:
     splits = [s for s in ("train", "val", "test") if any(f"{s}/{kind}" in m for r in runs for m in r.history)]
     if not splits:
         return False
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(1, len(splits), figsize=(4.5 * len(splits) + 2.5, 4), squeeze=False)
@@ -432,7 +423,7 @@ def _save(fig, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    _pyplot().close(fig)
+    pyplot().close(fig)
 
 
 def plot_metric_vs(table: Table, metric: str, path: Path) -> bool:
@@ -450,7 +441,7 @@ def plot_metric_vs(table: Table, metric: str, path: Path) -> bool:
             series.setdefault((row[1:], col), []).append((position[row[0]], mean, cell.std(metric) or 0.0))
     if not series:
         return False
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for (rest, col), points in sorted(series.items(), key=lambda kv: str(kv[0])):
         points.sort()

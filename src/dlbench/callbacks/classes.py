@@ -4,6 +4,7 @@ TensorBoard images)."""
 import numpy as np
 import torch
 
+from dlbench.artifacts import pyplot
 from dlbench.callbacks import Callback
 from dlbench.data import Batches
 from dlbench.loop import predict
@@ -50,17 +51,8 @@ class ClassReport(Callback):
         _save(state, confusion_figure(data.classes, matrix), "confusion")
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def bar_chart(classes: list[str], counts: list[int], title: str):
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(4, 0.6 * len(classes)), 3))
     ax.bar(range(len(classes)), counts)
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=8)
@@ -70,7 +62,7 @@ def bar_chart(classes: list[str], counts: list[int], title: str):
 
 
 def confusion_figure(classes: list[str], matrix: torch.Tensor):
-    plt = _pyplot()
+    plt = pyplot()
     k = len(classes)
     fig, ax = plt.subplots(figsize=(1 + 0.55 * k, 1 + 0.5 * k))
     ax.imshow(matrix.numpy(), cmap="Blues")

@@ -10,23 +10,15 @@ import math
 import torch
 from torch import nn
 
+from dlbench.artifacts import pyplot
 from dlbench.callbacks import Callback
 from dlbench.models.layers import ACTIVATIONS
-from dlbench.probing import input_gradient_norm, positive_eigenvalue_fraction, top_hessian_eigenvalue
+from dlbench.probing import input_gradient_norm, pca, positive_eigenvalue_fraction, top_hessian_eigenvalue
 
 
 def _eval_subset(data, n: int):
     split = data.val if data.val is not None else data.test
     return split.x[:n], split.y[:n]
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 class GradNorm(Callback):
@@ -98,7 +90,7 @@ class GradNorm(Callback):
             self.file.close()
         if not self.all_records:
             return
-        plt = _pyplot()
+        plt = pyplot()
         fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
         steps = [r["step"] for r in self.all_records]
         for ax, key in zip(axes, ("grad/norm", "grad/mean_abs", "update/ratio")):
@@ -258,7 +250,7 @@ def layer_outputs(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
 def _tsne(features: torch.Tensor) -> torch.Tensor:
     from sklearn.manifold import TSNE
 
-    reduced = _pca_k(features, 50)  # the usual step before t-SNE: it is quadratic in the dimension
+    reduced = pca(features, 50)[0]  # the usual step before t-SNE: it is quadratic in the dimension
     return torch.from_numpy(TSNE(2, init="pca", random_state=0).fit_transform(reduced.numpy()))
 
 
@@ -267,21 +259,14 @@ def _umap(features: torch.Tensor) -> torch.Tensor:
         import umap
     except ImportError as err:
         raise ImportError("embeddings.method=umap needs umap-learn: pip install umap-learn") from err
-    return torch.from_numpy(umap.UMAP(random_state=0).fit_transform(_pca_k(features, 50).numpy()))
+    return torch.from_numpy(umap.UMAP(random_state=0).fit_transform(pca(features, 50)[0].numpy()))
 
 
-def _pca_k(features: torch.Tensor, k: int) -> torch.Tensor:
-    """The first k principal-component coordinates, (N, k)."""
-    centred = features - features.mean(0)
-    _, _, v = torch.linalg.svd(centred, full_matrices=False)
-    return centred @ v[:k].T
-
-
-PROJECTIONS = {"pca": lambda f: _pca_k(f, 2), "tsne": _tsne, "umap": _umap}
+PROJECTIONS = {"pca": lambda f: pca(f, 2)[0], "tsne": _tsne, "umap": _umap}
 
 
 def plot_embedding(points: torch.Tensor, labels: list[int], classes: list[str], title: str, path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     scatter = ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="tab10", s=5)
     ax.legend(scatter.legend_elements()[0], classes, fontsize=6, loc="best", markerscale=0.8)

@@ -86,10 +86,9 @@ def _session_end_content(status: str) -> bytes:
 
 def sample_grid(state, n: int):
     """The first n training images, un-normalised, titled with their class names."""
-    import matplotlib
+    from dlbench.artifacts import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     data = state.data
     n = min(n, len(data.train))
