@@ -76,7 +76,9 @@ def build_summary(state) -> dict:
     from dlbench.models import count_params
 
     cfg, last = state.cfg, (state.history[-1] if state.history else {})
-    epoch_hit, seconds_hit = epochs_to_target(state.history, state.monitor, cfg.target_acc)
+    # the target is an accuracy: a regression run has none
+    has_target = state.monitor.endswith("/acc")
+    epoch_hit, seconds_hit = epochs_to_target(state.history, state.monitor, cfg.target_acc) if has_target else (None, None)
     return {
         "status": state.status,
         "dataset": cfg.dataset.name,
@@ -88,7 +90,7 @@ def build_summary(state) -> dict:
         **{k: v for k, v in last.items() if k != "epoch"},  # the last epoch's metrics
         f"best/{state.monitor}": state.best.get(state.monitor),
         "best/epoch": state.best.get("epoch"),
-        "target_acc": cfg.target_acc,
+        "target_acc": cfg.target_acc if has_target else None,
         "target_metric": state.monitor,
         "epochs_to_target": epoch_hit,
         "seconds_to_target": seconds_hit,

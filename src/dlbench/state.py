@@ -46,8 +46,13 @@ class RunState:
 
     @property
     def monitor(self) -> str:
-        """The metric for best/target: val/acc, or test/acc when there is no validation split."""
-        return "val/acc" if self.data.val is not None else "test/acc"
+        """The metric for best/ and the target: the dataset's metric (acc, or loss for regression)
+        on the validation split, or on the test split when there is none."""
+        return f"{'val' if self.data.val is not None else 'test'}/{self.data.metric}"
+
+    def improves(self, value: float) -> bool:
+        best = self.best.get(self.monitor)
+        return best is None or (value < best if self.data.metric == "loss" else value > best)
 
     @property
     def wall_seconds(self) -> float:
@@ -59,5 +64,5 @@ class RunState:
         self.train_seconds += train_seconds
         self.train_examples += train_examples
         value = metrics.get(self.monitor)
-        if value is not None and value > self.best.get(self.monitor, float("-inf")):
+        if value is not None and self.improves(value):
             self.best = {self.monitor: value, "epoch": self.epoch}

@@ -18,7 +18,7 @@ from dlbench.probing import input_gradient_norm, pca, positive_eigenvalue_fracti
 
 def _eval_subset(data, n: int):
     split = data.val if data.val is not None else data.test
-    return split.x[:n], split.y[:n]
+    return split.prepare(split.x[:n]), split.y[:n]
 
 
 class GradNorm(Callback):
@@ -159,9 +159,10 @@ class Sharpness(Callback):
         was_training = model.training
         model.eval()  # dropout off, batch norm on its running statistics: a fixed function
         try:
-            x_test, y_test = data.test.x[:self.examples], data.test.y[:self.examples]
+            held_out = data.held_out
+            x_test, y_test = held_out.prepare(held_out.x[:self.examples]), held_out.y[:self.examples]
             metrics["sharpness/input_grad"] = input_gradient_norm(model, loss_fn, x_test, y_test)
-            x, y = data.train.x[:self.examples], data.train.y[:self.examples]
+            x, y = data.train.prepare(data.train.x[:self.examples]), data.train.y[:self.examples]
             params = [p for p in model.parameters() if p.requires_grad]
             loss_of = lambda: loss_fn(model(x), y)  # noqa: E731
             metrics["sharpness/hessian_top"] = top_hessian_eigenvalue(loss_of, params, self.iterations)
@@ -215,7 +216,8 @@ class Embeddings(Callback):
 
     @torch.no_grad()
     def capture(self, state, epoch: int) -> None:
-        x, y = state.data.test.x[:self.examples], state.data.test.y[:self.examples]
+        split = state.data.held_out
+        x, y = split.prepare(split.x[:self.examples]), split.y[:self.examples]
         layers = layer_outputs(state.model, x)
         labels = y.cpu().tolist()
         folder = state.run_dir / "plots" / "embeddings"

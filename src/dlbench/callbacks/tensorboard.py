@@ -41,7 +41,7 @@ class TensorBoard(Callback):
             exp, ssi, _ = hparams(flat_hparams(state.cfg), {m: 0.0 for m in HPARAM_METRICS})
             for summary in (exp, ssi):
                 self.writer.file_writer.add_summary(summary)
-            if self.sample_images and state.data.task == "classify":  # a grid needs images
+            if self.sample_images and state.data.images:  # a grid needs images
                 self.writer.add_figure("samples", sample_grid(state, self.sample_images), global_step=0)
         self.log_images(state)
 

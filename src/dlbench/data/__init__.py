@@ -6,7 +6,8 @@ A *source* (registered by name) returns the raw uint8 images of the train and te
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar, NamedTuple
+from functools import partial
+from typing import NamedTuple
 
 import torch
 from torch.nn import functional as F
@@ -29,33 +30,41 @@ class RawData:
 
 @dataclass
 class Split:
-    x: torch.Tensor  # (N, C, H, W) float32, normalised, on the run's device
-    y: torch.Tensor  # (N,) int64, same device
-    resize: int | None = None  # side length each batch is resized to (dataset.resize); x keeps its own
+    x: torch.Tensor  # (N, ...) on the run's device: normalised images (N, C, H, W), points (N, 2), tokens (N, 2)
+    y: torch.Tensor  # (N,) int64 class ids, or (N, outputs) float32 regression targets
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None  # per batch, on the device (see prepare)
 
     def __len__(self) -> int:
         return len(self.y)
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        """A batch as the model sees it. Resizing is per batch, on the device: the whole of
-        Fashion-MNIST at 224x224 would be 54,000 x 224 x 224 floats = 10.8 GB, one batch of 64 is
-        13 MB. Normalising before resizing is the same as after: bilinear interpolation is affine."""
-        if self.resize is None:
-            return x
-        return F.interpolate(x, size=(self.resize, self.resize), mode="bilinear", align_corners=False,
-                             antialias=True)  # antialias matters only when shrinking
+        """A batch as the model sees it: x itself, or x resized (dataset.resize) or turned into
+        features (the playground's x1*x2, sin(x1), ...). Per batch, because the whole of
+        Fashion-MNIST at 224x224 would be 54,000 x 224 x 224 floats = 10.8 GB; one batch of 64 is 13 MB."""
+        return x if self.transform is None else self.transform(x)
+
+
+def resize_images(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Normalising before resizing is the same as after: bilinear interpolation is affine."""
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                         antialias=True)  # antialias matters only when shrinking
 
 
 @dataclass
 class Dataset:
+    """Any in-memory dataset but text: images from files, or data generated from a seed
+    (dlbench.data.synthetic). `task` picks how a run trains on it (dlbench.train.TASKS)."""
     name: str
     train: Split
     val: Split | None
-    test: Split
-    classes: list[str]
-    mean: list[float]  # per channel, of the training split, in [0, 1] pixel units
-    std: list[float]
+    test: Split | None
+    classes: list[str]  # class names; empty for regression
+    mean: list[float] | None = None  # images: per channel, of the training split, in [0, 1] pixel units
+    std: list[float] | None = None
     sampler: str | None = None  # how training batches are drawn: None (a permutation) or a SAMPLERS key
+    task: str = "classify"
+    metric: str = "acc"  # what best/ and the target follow: acc (higher is better) or loss (lower is)
+    steps_per_epoch: int | None = None  # None: an epoch is one pass; N: N steps (long runs on small sets)
 
     @property
     def class_counts(self) -> torch.Tensor:
@@ -65,22 +74,30 @@ class Dataset:
     def train_batches(self, batch_size: int, generator: torch.Generator, transform=None) -> Batches:
         sampler = SAMPLERS[self.sampler](self.train.y) if self.sampler else None
         return Batches(self.train, batch_size, shuffle=True, generator=generator, sampler=sampler,
-                       transform=transform)
+                       transform=transform, steps=self.steps_per_epoch)
 
-    task: ClassVar[str] = "classify"  # picks how a run trains on it (dlbench.train.EPOCH_FUNCTIONS)
+    @property
+    def images(self) -> bool:
+        return self.train.x.dim() == 4
 
     @property
     def in_shape(self) -> tuple[int, ...]:
-        c, h, w = self.train.x.shape[1:]
-        return (c, self.train.resize, self.train.resize) if self.train.resize else (c, h, w)
+        """Of one example as the model sees it (after any resize or feature map)."""
+        return tuple(self.train.prepare(self.train.x[:1]).shape[1:])
 
     @property
     def num_classes(self) -> int:
-        return len(self.classes)
+        """The model's outputs: one per class, or per regression target."""
+        return self.train.y.shape[1] if self.train.y.is_floating_point() else len(self.classes)
 
     def eval_splits(self) -> dict[str, Split]:
         splits = {"val": self.val, "test": self.test}
         return {k: v for k, v in splits.items() if v is not None and len(v)}
+
+    @property
+    def held_out(self) -> Split:
+        """The split probes measure on: test, or validation where there is no test split."""
+        return self.test if self.test is not None else self.val
 
 
 SOURCES: dict[str, Callable[..., RawData]] = {}
@@ -89,7 +106,7 @@ SOURCES: dict[str, Callable[..., RawData]] = {}
 class DataShape(NamedTuple):
     in_shape: tuple[int, ...]  # of one example, as the model sees it (after dataset.resize)
     num_classes: int
-    task: str                  # "classify" (float images) or "lm" (token ids)
+    task: str                  # a key of dlbench.train.TASKS: classify, lm, regress, modular, points
 
 
 # the shape of a dataset from its config alone, without reading files (`dlbench info` uses it)
@@ -163,7 +180,8 @@ def build_dataset(name: str, val_split: float = 0.1, limit: int | None = None, s
     def to_split(x_u8: torch.Tensor, y: torch.Tensor) -> Split:
         x = x_u8.to(device).float().div_(255)  # move as uint8 (4x fewer bytes), convert there
         x.sub_(mean.float().to(device).view(1, -1, 1, 1)).div_(std.float().to(device).view(1, -1, 1, 1))
-        return Split(x, y.to(device=device, dtype=torch.long), resize=resize)
+        return Split(x, y.to(device=device, dtype=torch.long), 
+                     transform=partial(resize_images, size=resize) if resize else None)
 
     return Dataset(
         name=name,

@@ -106,6 +106,8 @@ class TextDataset:
     test: None = None
     classes: tuple[str, ...] = tuple(VOCAB)
     task: ClassVar[str] = "lm"
+    metric: ClassVar[str] = "acc"  # next-character accuracy; perplexity is logged beside it
+    images: ClassVar[bool] = False
 
     @property
     def in_shape(self) -> tuple[int, ...]:
