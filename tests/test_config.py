@@ -5,7 +5,10 @@ from dlbench.config import CONF_DIR, GROUPS, build, compose, group_options, path
 from dlbench.losses import build_loss
 from dlbench.optim import build_optimizer, build_schedule
 from dlbench.regularizers import build_regularizers
-from tests.test_models import INPUT
+from tests.test_models import INPUT, TOKENS
+
+# the datasets made without files (bundled or generated), and their model outputs
+IN_MEMORY = {"digits": 10, "function": 1, "modular": 97, "playground": 2, "boolean": 2}
 
 
 @pytest.mark.parametrize("group", [g for g in GROUPS if g != "experiment"])
@@ -16,16 +19,17 @@ def test_every_group_option_composes_and_instantiates(group):
         overrides = [f"{group}={option}"] + (["dataset=digits"] if group != "dataset" else [])
         cfg = compose(overrides)
         node = cfg[group]
-        if group == "dataset" and option != "digits":  # the real ones read files: tested in test_data/test_lm
+        if group == "dataset" and option not in IN_MEMORY:  # those read files: tested in test_data/test_lm
             assert node._target_.startswith("dlbench.data.") and node.name == option
         elif group == "dataset":
             data = build(node, seed=0)
-            assert data.num_classes == 10
+            assert data.num_classes == IN_MEMORY[option] and len(data.train) > 0
         elif group == "model":
             in_shape = INPUT[option][0]  # the model's intended input
             model = build(node, in_shape=in_shape, num_classes=10).eval()
             with torch.no_grad():
-                assert model(torch.zeros(1, *in_shape)).shape == (1, 10)
+                x = torch.zeros(1, *in_shape, dtype=torch.long if option in TOKENS else torch.float)
+                assert model(x).shape == (1, 10)
         elif group == "optimizer":
             assert isinstance(build_optimizer(node, [torch.nn.Parameter(torch.zeros(2))]), torch.optim.Optimizer)
         elif group == "scheduler":

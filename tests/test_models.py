@@ -9,7 +9,9 @@ INPUT = {"mlp": ((1, 28, 28), 16), "cnn": ((1, 28, 28), 16), "lenet": ((1, 28, 2
          "alexnet": ((1, 224, 224), 2), "alexnet_small": ((1, 224, 224), 4), "alexnet28": ((1, 28, 28), 8),
          "vgg": ((1, 224, 224), 2), "googlenet": ((1, 96, 96), 2), "resnet18": ((1, 96, 96), 2),
          # recurrent nets as sequence classifiers here (28 rows of 28 pixels); as language models in test_lm
-         "rnn": ((1, 28, 28), 16), "gru": ((1, 28, 28), 16), "lstm": ((1, 28, 28), 16)}
+         "rnn": ((1, 28, 28), 16), "gru": ((1, 28, 28), 16), "lstm": ((1, 28, 28), 16),
+         "sized_mlp": ((1, 28, 28), 16), "token_mlp": ((2,), 16), "transformer": ((2,), 16)}
+TOKENS = {"token_mlp", "transformer"}  # inputs are token ids below num_classes (dataset=modular)
 
 
 SLOW = {"googlenet", "resnet18"}  # 5-10 s each on a 2-core CPU, most of it first-call kernel set-up
@@ -22,7 +24,8 @@ def test_every_registered_model_has_a_config_that_builds_and_learns(name):
     torch.manual_seed(0)
     in_shape, batch = INPUT[name]
     model = build(compose([f"model={name}"]).model, in_shape=in_shape, num_classes=10)
-    x, y = torch.randn(batch, *in_shape), torch.randint(0, 10, (batch,))
+    x = torch.randint(0, 10, (batch, *in_shape)) if name in TOKENS else torch.randn(batch, *in_shape)
+    y = torch.randint(0, 10, (batch,))
 
     def loss():
         torch.manual_seed(1)  # the same dropout masks before and after the step

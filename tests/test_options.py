@@ -218,7 +218,7 @@ def test_mse_on_one_hot_trains_and_is_reported_as_such(in_tmp):
     summary = run(digits_cfg("loss=mse", "epochs=4", "lr=0.5"), run_dir=in_tmp / "r")
     losses = [m["train/loss"] for m in read_metrics(in_tmp / "r")]
     assert losses[-1] < 0.8 * losses[0]
-    assert summary["loss"] == "SoftmaxMSE"
+    assert summary["loss"] == "MeanSquaredError"
     logits, y = torch.tensor([[2.0, 0.0]]), torch.tensor([1])
     p = torch.softmax(logits, 1)[0]
     assert build_loss(compose(["loss=mse"]).loss, None)(logits, y).item() == pytest.approx((p[0] ** 2 + (p[1] - 1) ** 2).item())

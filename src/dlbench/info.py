@@ -101,10 +101,13 @@ def _tensors(tree) -> list[torch.Tensor]:
     return []
 
 
+TOKEN_TASKS = ("lm", "modular")  # inputs are token ids below num_classes; the other tasks' are floats
+
+
 def dummy_input(shape: DataShape) -> torch.Tensor:
-    inputs = {"classify": lambda: torch.randn(1, *shape.in_shape),
-              "lm": lambda: torch.randint(shape.num_classes, (1, *shape.in_shape))}
-    return inputs[shape.task]()
+    if shape.task in TOKEN_TASKS:
+        return torch.randint(shape.num_classes, (1, *shape.in_shape))
+    return torch.randn(1, *shape.in_shape)
 
 
 def _leaf_hook(name, layers, fields, batch_size):
@@ -138,9 +141,11 @@ def layer_table(model: nn.Module, x: torch.Tensor, batch_size: int = 1) -> list[
     """Every leaf module in the order it ran, measured on the single example x."""
     layers: list[Layer] = []
     fields = ReceptiveFields()
-    leaves = {m: n for n, m in model.named_modules() if not list(m.children())}
-    hooks = [m.register_forward_hook(_leaf_hook(n or type(model).__name__, layers, fields, batch_size))
-             for m, n in leaves.items()]
+    root = type(model).__name__
+    # leaves, and modules with parameters of their own (attention's in_proj, a transformer's positions)
+    watched = {m: n for n, m in model.named_modules() if not list(m.children()) or _own_params(m)}
+    hooks = [m.register_forward_hook(_leaf_hook(n or root, layers, fields, batch_size))
+             for m, n in watched.items()]
     counter = FlopCounterMode(display=False)
     model.eval()
     try:
@@ -151,12 +156,37 @@ def layer_table(model: nn.Module, x: torch.Tensor, batch_size: int = 1) -> list[
     finally:
         for h in hooks:
             h.remove()
+    _credit_unseen_params(model, layers)
     counts = counter.get_flop_counts()
-    root = type(model).__name__
     for layer in layers:
         key = root if layer.name == root else f"{root}.{layer.name}"
         layer.flops = sum(counts.get(key, {}).values()) or layer.flops  # the formula where the counter saw nothing
+    for layer in layers:  # a module with children keeps only the FLOPs its measured children do not have
+        module = model if layer.name == root else model.get_submodule(layer.name)
+        if list(module.children()):
+            inside = [other for other in layers if other is not layer
+                      and (layer.name == root or other.name.startswith(layer.name + "."))]
+            layer.flops = max(0, layer.flops - sum(other.flops for other in inside))
     return layers
+
+
+def _own_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters(recurse=False))
+
+
+def _credit_unseen_params(model: nn.Module, layers: list[Layer]) -> None:
+    """A module whose parent uses its weights directly never runs itself (attention calls its
+    out_proj's weight functionally): its parameters count in the nearest ancestor that ran."""
+    rows = {layer.name: layer for layer in layers}
+    rows[""] = rows.get(type(model).__name__)
+    for name, module in model.named_modules():
+        if name in rows or not _own_params(module):
+            continue
+        parts = name.split(".")
+        ancestor = next((rows[".".join(parts[:k])] for k in range(len(parts) - 1, -1, -1)
+                         if rows.get(".".join(parts[:k])) is not None), None)
+        if ancestor is not None:
+            ancestor.params += _own_params(module)
 
 
 def describe(model: nn.Module, shape: DataShape, batch_size: int) -> dict:

@@ -1,4 +1,5 @@
-"""Losses that torch does not ship as such. Each takes (logits (B, K), labels (B,))."""
+"""Losses that torch does not ship as such. Each takes (logits (B, K), labels (B,)), and
+MeanSquaredError also regression's (outputs (B, K), targets (B, K))."""
 import functools
 
 import torch
@@ -6,11 +7,14 @@ from torch import nn
 from torch.nn import functional as F
 
 
-class SoftmaxMSE(nn.Module):
-    """Mean squared error between the softmax probabilities and one-hot targets (summed over
-    classes, averaged over the batch)."""
+class MeanSquaredError(nn.Module):
+    """loss=mse. For regression (float targets): the mean squared error of the outputs. For
+    classification (class ids): the squared error between the softmax probabilities and one-hot
+    targets, summed over classes and averaged over the batch."""
 
     def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if y.is_floating_point():
+            return F.mse_loss(logits, y)
         target = F.one_hot(y, logits.shape[1]).to(logits.dtype)
         return (logits.softmax(dim=1) - target).pow(2).sum(dim=1).mean()
 
@@ -39,9 +43,16 @@ def weighted_cross_entropy(class_counts: torch.Tensor, weight: list[float] | Non
     return nn.CrossEntropyLoss(weight=weights.to(class_counts.device), label_smoothing=label_smoothing)
 
 
+REGRESSION_LOSSES = (MeanSquaredError, nn.MSELoss, nn.L1Loss, nn.HuberLoss, nn.SmoothL1Loss)
+
+
 def build_loss(cfg, data) -> nn.Module:
     """A loss config with `_partial_: true` is completed with the training split's class counts."""
     from dlbench.config import build
 
     loss = build(cfg)
+    if getattr(data, "task", None) == "regress" and not isinstance(loss, REGRESSION_LOSSES):
+        name = loss.func.__name__ if isinstance(loss, functools.partial) else type(loss).__name__
+        raise ValueError(f"dataset={data.name} is a regression and {name} needs class labels: use loss=mse "
+                         "(experiment=function_fit sets it)")
     return loss(class_counts=data.class_counts) if isinstance(loss, functools.partial) else loss

@@ -4,6 +4,7 @@ import time
 import traceback
 from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
@@ -16,6 +17,7 @@ from dlbench.callbacks import Callbacks, default_callbacks
 from dlbench.callbacks.checkpoint import restore
 from dlbench.callbacks.classes import ClassReport
 from dlbench.callbacks.divergence import Diverged
+from dlbench.callbacks.tasks import DecisionBoundary, FunctionPlot, Grokking
 from dlbench.config import build
 from dlbench.data import Batches
 from dlbench.lm import lm_callbacks, lm_epoch
@@ -124,20 +126,32 @@ def run_epoch(state: RunState, callbacks: Callbacks) -> None:
     callbacks.on_epoch_end(state, metrics)
 
 
-def classify_epoch(state: RunState, on_step) -> tuple[dict, float, int]:
-    """Train one epoch and evaluate every split: (metrics, training seconds, examples trained on)."""
+def supervised_epoch(state: RunState, on_step, accuracy: bool = True) -> tuple[dict, float, int]:
+    """Train one epoch and evaluate every split: (metrics, training seconds, examples trained on).
+    accuracy=False for regression, whose metric is the loss alone."""
     start = time.perf_counter()
     train = train_one_epoch(state.model, state.train_batches, state.train_loss, state.optimizer, on_step=on_step,
-                            clip_grad=state.clip_grad)
+                            clip_grad=state.clip_grad, accuracy=accuracy)
     seconds = time.perf_counter() - start
-    metrics = {"train/loss": train["loss"], "train/acc": train["acc"]}
+    metrics = {f"train/{k}": v for k, v in train.items() if k != "grad_norm"}
     if "grad_norm" in train:
         metrics["grad/norm"] = train["grad_norm"]  # mean norm before clipping
     for name, split in state.data.eval_splits().items():
-        batches = Batches(split, state.cfg.trainer.eval_batch_size, shuffle=False)
-        result = evaluate(state.model, batches, state.loss_fn)
-        metrics.update({f"{name}/loss": result["loss"], f"{name}/acc": result["acc"]})
+        result = evaluate(state.model, Batches(split, state.cfg.trainer.eval_batch_size, shuffle=False),
+                          state.loss_fn, accuracy)
+        metrics.update({f"{name}/{k}": v for k, v in result.items()})
     return metrics, seconds, state.train_batches.num_examples
+
+
+def modular_epoch(state: RunState, on_step) -> tuple[dict, float, int]:
+    """As classification, but train/loss and train/acc are of the model at the epoch's end on every
+    training pair: the running mean over an epoch of 100 steps lags the model, and grokking's
+    record is the step where training accuracy reaches 99%."""
+    metrics, seconds, examples = supervised_epoch(state, on_step)
+    result = evaluate(state.model, Batches(state.data.train, state.cfg.trainer.eval_batch_size, shuffle=False),
+                      state.loss_fn)
+    metrics.update({"train/loss": result["loss"], "train/acc": result["acc"]})
+    return metrics, seconds, examples
 
 
 class Task(NamedTuple):
@@ -147,9 +161,14 @@ class Task(NamedTuple):
     callbacks: Callable[[DictConfig], list] = lambda cfg: []
 
 
-# how a run trains on each kind of data (the dataset's `task`): image classification above, with
-# per-class reports; character language models carry a recurrent state (dlbench.lm)
-TASKS = {"classify": Task(classify_epoch, lambda cfg: [ClassReport()]), "lm": Task(lm_epoch, lm_callbacks)}
+# how a run trains on each kind of data (the dataset's `task`) and what it draws at the end
+TASKS = {
+    "classify": Task(supervised_epoch, lambda cfg: [ClassReport()]),           # images: per-class reports
+    "lm": Task(lm_epoch, lm_callbacks),                                          # characters: dlbench.lm
+    "regress": Task(partial(supervised_epoch, accuracy=False), lambda cfg: [FunctionPlot()]),
+    "points": Task(supervised_epoch, lambda cfg: [ClassReport(), DecisionBoundary()]),  # 2-D toys
+    "modular": Task(modular_epoch, lambda cfg: [Grokking(cfg.dataset.threshold)]),
+}
 
 
 def _run_dir_and_overrides(run_dir: str | Path | None) -> tuple[Path, list[str]]:

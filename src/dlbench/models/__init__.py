@@ -29,4 +29,4 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-from dlbench.models import classic, cnn, googlenet, mlp, resnet, rnn  # noqa: E402,F401  (registers the models)
+from dlbench.models import classic, cnn, googlenet, mlp, resnet, rnn, transformer  # noqa: E402,F401  (registers the models)
