@@ -136,9 +136,10 @@ def plot_curves(history: list[dict], path: Path, title: str = "") -> None:
 
     plt = pyplot()
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    kinds = [k for k in ("loss", "acc") if any(f"{s}/{k}" in m for m in history for s in ("train", "val", "test"))]
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5 * len(kinds), 4), squeeze=False)  # a regression has no acc
     epochs = [m["epoch"] for m in history]
-    for ax, kind in zip(axes, ("loss", "acc")):
+    for ax, kind in zip(axes[0], kinds):
         for split in ("train", "val", "test"):
             ys = [m.get(f"{split}/{kind}") for m in history]
             if any(y is not None for y in ys):
