@@ -224,3 +224,17 @@ def test_an_epoch_of_n_steps_draws_full_batches_from_successive_permutations():
     assert [sorted(y.tolist()) for _, y in tiny] == [[0, 1, 2, 3]] * 3  # a batch larger than the set: the set
     data = build(compose(["dataset=modular", "dataset.p=11"]).dataset, seed=0)
     assert len(data.train_batches(16, torch.Generator())) == 100  # the config's steps_per_epoch
+
+
+@pytest.mark.slow  # real processes: the sweep, then the report
+def test_shallow_vs_deep_at_equal_size_is_one_sweep_and_its_report_shows_losses(in_tmp):
+    from tests.conftest import dlbench
+
+    dlbench("train", "-m", "experiment=function_fit", "model.depth=1,3", "epochs=2", "dataset.steps_per_epoch=20",
+            "trainer.progress=false", "--into", "sweep", cwd=in_tmp)
+    report = dlbench("report", "sweep", cwd=in_tmp).stdout
+    header = next(line for line in report.splitlines() if line.startswith("| model.depth"))
+    assert header.split(" | ")[1:3] == ["test/loss", "best/val/loss"] and "acc" not in header
+    rows = [line for line in report.splitlines() if line.startswith(("| 1 ", "| 3 "))]
+    params = [int(row.split(" | ")[3].split()[0].replace(",", "")) for row in rows]
+    assert len(rows) == 2 and all(abs(n - 1000) <= 50 for n in params)  # one size, two depths

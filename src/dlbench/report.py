@@ -17,6 +17,7 @@ from dlbench.artifacts import epochs_to_target, pyplot, read_json, read_metrics
 
 REPLICATE_KEYS = ("seed",)  # runs that differ only in these are repeats of one cell
 DEFAULT_METRICS = ("test/acc", "best/{monitor}", "epochs_to_target", "params", "wall_seconds")
+REGRESSION_METRICS = ("test/loss", "best/{monitor}", "params", "wall_seconds")  # no accuracy, no target
 LR_KEYS = ("lr", "optimizer.lr")
 # which way is better, by a metric's last word; others (params, lr) have no best cell
 GOALS = {"acc": max, "loss": min, "seconds": min, "epochs_to_target": min}
@@ -248,7 +249,7 @@ def build_table(runs: list[Run], metrics: list[str], rows: list[str] | None = No
 
 def default_metrics(runs: list[Run]) -> list[str]:
     monitor = next((r.summary["target_metric"] for r in runs if r.summary.get("target_metric")), "val/acc")
-    return [m.format(monitor=monitor) for m in DEFAULT_METRICS]
+    return [m.format(monitor=monitor) for m in (REGRESSION_METRICS if monitor.endswith("/loss") else DEFAULT_METRICS)]
 
 
 # ---------------------------------------------------------------- text
