@@ -238,3 +238,20 @@ def test_shallow_vs_deep_at_equal_size_is_one_sweep_and_its_report_shows_losses(
     rows = [line for line in report.splitlines() if line.startswith(("| 1 ", "| 3 "))]
     params = [int(row.split(" | ")[3].split()[0].replace(",", "")) for row in rows]
     assert len(rows) == 2 and all(abs(n - 1000) <= 50 for n in params)  # one size, two depths
+
+
+def test_an_interrupted_grokking_run_resumes_to_the_same_curve(in_tmp, monkeypatch):
+    import dlbench.train
+    from tests.test_train import StopAfter
+
+    cfg = grok("epochs=6", "trainer.checkpoint=true")
+    straight = run(cfg, run_dir=in_tmp / "straight")
+    original = dlbench.train.default_callbacks
+    monkeypatch.setattr(dlbench.train, "default_callbacks", lambda c: [*original(c), StopAfter(3, KeyboardInterrupt())])
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, run_dir=in_tmp / "resumed")
+    monkeypatch.setattr(dlbench.train, "default_callbacks", original)
+    resumed = run(cfg, run_dir=in_tmp / "resumed")
+    strip = lambda ms: [{k: v for k, v in m.items() if k != "epoch_seconds"} for m in ms]  # noqa: E731
+    assert strip(read_metrics(in_tmp / "resumed")) == strip(read_metrics(in_tmp / "straight"))
+    assert resumed["grokking/train_step"] == straight["grokking/train_step"] is not None
