@@ -75,6 +75,10 @@ def test_path_safe_makes_one_folder_name():
     assert path_safe("dataset.root=/tmp/x,lr=0.1") == "dataset.root=_tmp_x,lr=0.1"
     assert path_safe("") == "defaults"
     assert "/" not in path_safe("a/" * 200) and len(path_safe("a/" * 200)) <= 120
+    # runs that differ only past the cut keep folders of their own
+    long = "dataset.features=[x1,x2,x1sq,x2sq,x1x2,sin_x1,sin_x2],dataset.kind=spiral,epochs=200,lr=0.01,model.activation=tanh"
+    assert path_safe(long + ",model.hidden=[8,8]") != path_safe(long + ",model.hidden=[16,16]")
+    assert len(path_safe(long + ",model.hidden=[8,8]")) == 120
 
 
 def test_conf_dir_is_the_repository_conf():

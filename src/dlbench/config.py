@@ -1,4 +1,5 @@
 """Where the configs live, the resolvers they use, and composing them outside the CLI."""
+import hashlib
 import re
 from pathlib import Path
 
@@ -14,9 +15,14 @@ GROUPS = ("dataset", "model", "optimizer", "scheduler", "regularizer", "loss", "
 
 
 def path_safe(text: str, max_len: int = 120) -> str:
-    """An override string as one readable folder name: no '/', no leading dot, bounded length."""
-    text = re.sub(r"[/\\\s]+", "_", str(text)).lstrip(".")
-    return text[:max_len] or "defaults"
+    """An override string as one readable folder name: no '/', no leading dot, bounded length.
+    A name cut short ends in a hash of the whole, so two sweep runs that differ only past the cut
+    (a long list of features) still get folders of their own."""
+    safe = re.sub(r"[/\\\s]+", "_", str(text)).lstrip(".")
+    if len(safe) <= max_len:
+        return safe or "defaults"
+    digest = hashlib.sha1(str(text).encode()).hexdigest()[:10]
+    return f"{safe[:max_len - 11]}~{digest}"
 
 
 OmegaConf.register_new_resolver("path_safe", path_safe, replace=True)
