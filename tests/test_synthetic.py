@@ -255,3 +255,20 @@ def test_an_interrupted_grokking_run_resumes_to_the_same_curve(in_tmp, monkeypat
     strip = lambda ms: [{k: v for k, v in m.items() if k != "epoch_seconds"} for m in ms]  # noqa: E731
     assert strip(read_metrics(in_tmp / "resumed")) == strip(read_metrics(in_tmp / "straight"))
     assert resumed["grokking/train_step"] == straight["grokking/train_step"] is not None
+
+
+@pytest.mark.parametrize("task", [
+    ["experiment=function_fit", "model.params=300"],
+    ["experiment=grokking", "dataset.p=11", "model.dim=16", "model.heads=2"],  # attention, differentiated twice
+    ["experiment=grokking", "dataset.p=11", "model=token_mlp", "model.embed=8", "model.hidden=[16]"],
+    ["dataset=playground", "model.hidden=[8]"],
+    ["dataset=boolean", "model.hidden=[2]"],
+], ids=["function", "transformer", "token_mlp", "playground", "boolean"])
+def test_every_probe_serves_every_generated_task(in_tmp, task):
+    probes = "probe=[grad_norm,weight_norm,sharpness,trajectory,embeddings]"
+    summary = run(compose([*task, probes, "epochs=2", "dataset.steps_per_epoch=5", "logger=none", *QUIET]),
+                  run_dir=in_tmp / "r")
+    assert summary["status"] == "completed"
+    assert summary["sharpness/hessian_top"] is not None and summary["grad/norm"] > 0
+    assert ("sharpness/input_grad" in summary) == ("grokking" not in task[0])  # token ids have no input gradient
+    assert list((in_tmp / "r" / "plots" / "embeddings").glob("*.png"))

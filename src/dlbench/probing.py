@@ -56,7 +56,8 @@ def hessian_eigenvalues(model: nn.Module, loss_fn: nn.Module, x: torch.Tensor, y
         return loss_fn(functional_call(model, params, (x,)), y)
 
     matrix = hessian(loss_at)(flat)  # (P, P)
-    return torch.linalg.eigvalsh((matrix + matrix.T) / 2)
+    # float64: LAPACK's float32 solver fails to converge on the many repeated zeros of a ReLU net's Hessian
+    return torch.linalg.eigvalsh(((matrix + matrix.T) / 2).double())
 
 
 def positive_eigenvalue_fraction(model: nn.Module, loss_fn: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:

@@ -9,6 +9,7 @@ import math
 
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from dlbench.artifacts import pyplot
 from dlbench.callbacks import Callback
@@ -155,21 +156,29 @@ class Sharpness(Callback):
         last = metrics["epoch"] == state.cfg.epochs
         if not (last or (self.every and metrics["epoch"] % self.every == 0)):
             return
-        model, loss_fn, data = state.model, state.loss_fn, state.data
+        model = state.model
         was_training = model.training
         model.eval()  # dropout off, batch norm on its running statistics: a fixed function
         try:
-            held_out = data.held_out
-            x_test, y_test = held_out.prepare(held_out.x[:self.examples]), held_out.y[:self.examples]
-            metrics["sharpness/input_grad"] = input_gradient_norm(model, loss_fn, x_test, y_test)
-            x, y = data.train.prepare(data.train.x[:self.examples]), data.train.y[:self.examples]
-            params = [p for p in model.parameters() if p.requires_grad]
-            loss_of = lambda: loss_fn(model(x), y)  # noqa: E731
-            metrics["sharpness/hessian_top"] = top_hessian_eigenvalue(loss_of, params, self.iterations)
-            if sum(p.numel() for p in params) <= self.exact_max_params:
-                metrics["sharpness/positive_fraction"] = positive_eigenvalue_fraction(model, loss_fn, x, y)
+            # Hessian-vector products differentiate twice: of the attention kernels
+            # (model=transformer) only the plain math one has a second derivative on every device
+            with sdpa_kernel([SDPBackend.MATH]):
+                self.measure(state, metrics)
         finally:
             model.train(was_training)
+
+    def measure(self, state, metrics: dict) -> None:
+        model, loss_fn, data = state.model, state.loss_fn, state.data
+        held_out = data.held_out
+        x_test, y_test = held_out.prepare(held_out.x[:self.examples]), held_out.y[:self.examples]
+        if x_test.is_floating_point():  # token ids (dataset=modular) have no gradient
+            metrics["sharpness/input_grad"] = input_gradient_norm(model, loss_fn, x_test, y_test)
+        x, y = data.train.prepare(data.train.x[:self.examples]), data.train.y[:self.examples]
+        params = [p for p in model.parameters() if p.requires_grad]
+        loss_of = lambda: loss_fn(model(x), y)  # noqa: E731
+        metrics["sharpness/hessian_top"] = top_hessian_eigenvalue(loss_of, params, self.iterations)
+        if sum(p.numel() for p in params) <= self.exact_max_params:
+            metrics["sharpness/positive_fraction"] = positive_eigenvalue_fraction(model, loss_fn, x, y)
 
 
 class Trajectory(Callback):
@@ -219,15 +228,18 @@ class Embeddings(Callback):
         split = state.data.held_out
         x, y = split.prepare(split.x[:self.examples]), split.y[:self.examples]
         layers = layer_outputs(state.model, x)
-        labels = y.cpu().tolist()
+        labels = (y[:, 0] if y.is_floating_point() else y).cpu().tolist()  # a regression: its first target
         folder = state.run_dir / "plots" / "embeddings"
         folder.mkdir(parents=True, exist_ok=True)
         for name, act in layers.items():
+            if act.flatten(1).shape[1] < 2:  # a regression's single output: nothing to project
+                continue
             points = PROJECTIONS[self.method](act.flatten(1).float().cpu())
             plot_embedding(points, labels, state.data.classes, f"{name} at epoch {epoch} ({self.method})",
                            folder / f"epoch{epoch:03d}_{name}.png")
             if state.tb is not None:
-                state.tb.add_embedding(act.flatten(1).cpu(), metadata=[state.data.classes[k] for k in labels],
+                metadata = [state.data.classes[k] for k in labels] if state.data.classes else [f"{v:.4g}" for v in labels]
+                state.tb.add_embedding(act.flatten(1).cpu(), metadata=metadata,
                                        tag=f"{name}", global_step=epoch)
 
 
@@ -270,8 +282,12 @@ PROJECTIONS = {"pca": lambda f: pca(f, 2)[0], "tsne": _tsne, "umap": _umap}
 def plot_embedding(points: torch.Tensor, labels: list[int], classes: list[str], title: str, path) -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
-    scatter = ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="tab10", s=5)
-    ax.legend(scatter.legend_elements()[0], classes, fontsize=6, loc="best", markerscale=0.8)
+    if classes and len(classes) <= 10:
+        scatter = ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="tab10", s=5)
+        ax.legend(scatter.legend_elements()[0], classes, fontsize=6, loc="best", markerscale=0.8)
+    else:  # a regression's target, or too many classes for a legend (97 residues): a colour scale
+        scatter = ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="viridis", s=5)
+        fig.colorbar(scatter, ax=ax, label="class" if classes else "target")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
