@@ -57,7 +57,7 @@ def hessian_eigenvalues(model: nn.Module, loss_fn: nn.Module, x: torch.Tensor, y
 
     matrix = hessian(loss_at)(flat)  # (P, P)
     # float64: LAPACK's float32 solver fails to converge on the many repeated zeros of a ReLU net's Hessian
-    return torch.linalg.eigvalsh(((matrix + matrix.T) / 2).double())
+    return torch.linalg.eigvalsh(((matrix + matrix.T) / 2).double()).to(matrix.dtype)
 
 
 def positive_eigenvalue_fraction(model: nn.Module, loss_fn: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
