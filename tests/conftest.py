@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from dlbench import train as train_module  # `dlbench` below is the command-line helper
+from dlbench.callbacks import Callback
 from dlbench.config import compose
 
 
@@ -28,3 +30,26 @@ def dlbench(*args: str, cwd: Path, check: bool = True, timeout: float = 300) -> 
     if check and proc.returncode != 0:
         raise AssertionError(f"dlbench {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+class StopAfter(Callback):
+    """Raise `error` at the end of epoch `epoch`, as a Ctrl-C or a crash would."""
+
+    def __init__(self, epoch, error):
+        self.epoch, self.error = epoch, error
+
+    def on_epoch_end(self, state, metrics):
+        if metrics["epoch"] == self.epoch:
+            raise self.error
+
+
+@pytest.fixture
+def extra_callback(monkeypatch):
+    """extra_callback(cb): the runs that follow also get cb after the default callbacks;
+    extra_callback(None): they run as usual again."""
+    original = train_module.default_callbacks
+
+    def add(callback):
+        extra = [] if callback is None else [callback]
+        monkeypatch.setattr(train_module, "default_callbacks", lambda cfg: [*original(cfg), *extra])
+    return add

@@ -9,10 +9,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from dlbench.config import build, compose
 from dlbench.data.text import VOCAB, TokenSplit, clean, decode, encode
 from dlbench.lm import evaluate_lm, generate
-import dlbench.train
 from dlbench.train import run
 from tests.conftest import dlbench as dlbench_cli
-from tests.test_train import StopAfter
+from tests.conftest import StopAfter
 
 
 @pytest.fixture(scope="module")
@@ -96,14 +95,13 @@ def test_generation_starts_from_the_prefix_and_is_greedy(corpus):
     assert text.startswith("time") and len(text) == 9 and text == generate(model, "time", 5)
 
 
-def test_an_interrupted_language_model_run_resumes_to_the_same_numbers(in_tmp, monkeypatch):
+def test_an_interrupted_language_model_run_resumes_to_the_same_numbers(in_tmp, extra_callback):
     cfg = lm_cfg("epochs=2", "dataset.limit=8000")
     straight = run(cfg, run_dir=in_tmp / "straight")
-    original = dlbench.train.default_callbacks
-    monkeypatch.setattr(dlbench.train, "default_callbacks", lambda c: [*original(c), StopAfter(1, KeyboardInterrupt())])
+    extra_callback(StopAfter(1, KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
         run(cfg, run_dir=in_tmp / "resumed")
-    monkeypatch.setattr(dlbench.train, "default_callbacks", original)
+    extra_callback(None)
     resumed = run(cfg, run_dir=in_tmp / "resumed")
     assert resumed["status"] == "completed"
     assert (resumed["val/ppl"], resumed["generated"]) == (straight["val/ppl"], straight["generated"])

@@ -240,17 +240,15 @@ def test_shallow_vs_deep_at_equal_size_is_one_sweep_and_its_report_shows_losses(
     assert len(rows) == 2 and all(abs(n - 1000) <= 50 for n in params)  # one size, two depths
 
 
-def test_an_interrupted_grokking_run_resumes_to_the_same_curve(in_tmp, monkeypatch):
-    import dlbench.train
-    from tests.test_train import StopAfter
+def test_an_interrupted_grokking_run_resumes_to_the_same_curve(in_tmp, extra_callback):
+    from tests.conftest import StopAfter
 
     cfg = grok("epochs=6", "trainer.checkpoint=true")
     straight = run(cfg, run_dir=in_tmp / "straight")
-    original = dlbench.train.default_callbacks
-    monkeypatch.setattr(dlbench.train, "default_callbacks", lambda c: [*original(c), StopAfter(3, KeyboardInterrupt())])
+    extra_callback(StopAfter(3, KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
         run(cfg, run_dir=in_tmp / "resumed")
-    monkeypatch.setattr(dlbench.train, "default_callbacks", original)
+    extra_callback(None)
     resumed = run(cfg, run_dir=in_tmp / "resumed")
     strip = lambda ms: [{k: v for k, v in m.items() if k != "epoch_seconds"} for m in ms]  # noqa: E731
     assert strip(read_metrics(in_tmp / "resumed")) == strip(read_metrics(in_tmp / "straight"))

@@ -3,35 +3,15 @@ import json
 import pytest
 import torch
 
-import dlbench.train
 from dlbench.artifacts import read_metrics
 from dlbench.callbacks import Callback
 from dlbench.models import MODELS
 from dlbench.train import run
-from tests.conftest import digits_cfg
+from tests.conftest import StopAfter, digits_cfg
 
 SUMMARY_FIELDS = {"status", "epochs_completed", "train/loss", "train/acc", "val/loss", "val/acc", "test/loss",
                   "test/acc", "lr", "best/val/acc", "best/epoch", "epochs_to_target", "seconds_to_target",
                   "params", "wall_seconds", "train_examples_per_second", "device", "seed", "overrides"}
-
-
-class StopAfter(Callback):
-    """Raise `error` at the end of epoch `epoch`, as a Ctrl-C or a crash would."""
-
-    def __init__(self, epoch, error):
-        self.epoch, self.error = epoch, error
-
-    def on_epoch_end(self, state, metrics):
-        if metrics["epoch"] == self.epoch:
-            raise self.error
-
-
-@pytest.fixture
-def extra_callback(monkeypatch):
-    def add(callback):
-        original = dlbench.train.default_callbacks
-        monkeypatch.setattr(dlbench.train, "default_callbacks", lambda cfg: [*original(cfg), callback])
-    return add
 
 
 def test_a_run_writes_its_whole_folder(in_tmp):

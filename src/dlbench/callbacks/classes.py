@@ -24,7 +24,7 @@ def _figure_to_array(fig) -> np.ndarray:
     return image
 
 
-def _save(state, fig, name: str) -> None:
+def save_figure(state, fig, name: str) -> None:
     path = state.run_dir / "plots" / f"{name}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
@@ -36,7 +36,7 @@ class ClassReport(Callback):
         counts = state.data.class_counts.cpu()
         state.extras["train/class_counts"] = counts.tolist()
         if state.epoch == 0:
-            _save(state, bar_chart(state.data.classes, counts.tolist(), "training examples per class"),
+            save_figure(state, bar_chart(state.data.classes, counts.tolist(), "training examples per class"),
                   "class_distribution")
 
     def on_run_end(self, state) -> None:
@@ -48,7 +48,7 @@ class ClassReport(Callback):
         per_class = (matrix.diag() / matrix.sum(1).clamp(min=1)).tolist()
         state.extras["test/per_class_acc"] = dict(zip(data.classes, per_class))
         state.extras["test/confusion"] = matrix.tolist()
-        _save(state, confusion_figure(data.classes, matrix), "confusion")
+        save_figure(state, confusion_figure(data.classes, matrix), "confusion")
 
 
 def bar_chart(classes: list[str], counts: list[int], title: str):

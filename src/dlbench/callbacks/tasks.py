@@ -6,20 +6,30 @@ import torch
 
 from dlbench.artifacts import pyplot
 from dlbench.callbacks import Callback
-from dlbench.callbacks.classes import _save
+from dlbench.callbacks.classes import save_figure
 
-DRAWN = ("completed", "interrupted", "diverged")  # a failed run's model may not even run
-
-
-class FunctionPlot(Callback):
-    """plots/function.png: the target on the test grid, the model's prediction, the training points."""
+class ModelFigure(Callback):
+    """A figure of the trained model, drawn when the run stops with any status but failed (a failed
+    run's model may not even run), into plots/<name>.png and TensorBoard."""
+    name = ""
+    DRAWN = ("completed", "interrupted", "diverged")
 
     @torch.no_grad()
     def on_run_end(self, state) -> None:
-        if state.status not in DRAWN or not state.history:
-            return
+        if state.status in self.DRAWN and state.history:
+            state.model.eval()
+            save_figure(state, self.draw(state), self.name)
+
+    def draw(self, state):
+        raise NotImplementedError
+
+
+class FunctionPlot(ModelFigure):
+    """plots/function.png: the target on the test grid, the model's prediction, the training points."""
+    name = "function"
+
+    def draw(self, state):
         data, model = state.data, state.model
-        model.eval()
         grid, target = data.test.x, data.test.y  # (N, 1) each, the grid sorted
         prediction = model(data.test.prepare(grid))
         plt = pyplot()
@@ -35,22 +45,19 @@ class FunctionPlot(Callback):
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        _save(state, fig, "function")
+        return fig
 
 
-class DecisionBoundary(Callback):
+class DecisionBoundary(ModelFigure):
     """plots/decision_boundary.png: the model's probability of the positive class over the plane,
     the training points filled and the test points hollow (as the Playground draws them)."""
+    name = "decision_boundary"
 
     def __init__(self, resolution: int = 200):
         self.resolution = resolution
 
-    @torch.no_grad()
-    def on_run_end(self, state) -> None:
-        if state.status not in DRAWN or not state.history:
-            return
+    def draw(self, state):
         data, model = state.data, state.model
-        model.eval()
         points = torch.cat([data.train.x, data.test.x])  # (N, 2) raw coordinates
         lo, hi = points.min(0).values, points.max(0).values
         pad = 0.1 * (hi - lo).clamp(min=1e-3)
@@ -74,7 +81,7 @@ class DecisionBoundary(Callback):
         ax.set_title(f"{state.cfg.dataset.name} {kind}: train acc {last.get('train/acc', math.nan):.3f}, "
                      f"test acc {last.get('test/acc', math.nan):.3f}", fontsize=9)
         fig.tight_layout()
-        _save(state, fig, "decision_boundary")
+        return fig
 
 
 def first_step(history: list[dict], metric: str, threshold: float, steps_per_epoch: int) -> int | None:
@@ -117,4 +124,4 @@ class Grokking(Callback):
         ax.legend()
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        _save(state, fig, "grokking")
+        save_figure(state, fig, "grokking")
