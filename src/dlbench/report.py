@@ -21,7 +21,8 @@ REGRESSION_METRICS = ("test/loss", "best/{monitor}", "params", "wall_seconds")  
 LR_KEYS = ("lr", "optimizer.lr")
 # which way is better, by a metric's last word; others (params, lr) have no best cell
 GOALS = {"acc": max, "loss": min, "seconds": min, "epochs_to_target": min}
-NOT_REACHED = ("epochs_to_target", "seconds_to_target")  # None there means the target was never reached
+# None there means the target (or grokking's threshold) was never reached
+NOT_REACHED = ("epochs_to_target", "seconds_to_target", "grokking/train_step", "grokking/val_step", "grokking/gap")
 
 
 class ReportError(Exception):
