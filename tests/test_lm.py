@@ -115,3 +115,15 @@ def test_lstm_on_the_time_machine_through_the_command_line(in_tmp):
     assert (summary["status"], summary["model"], summary["dataset"]) == ("completed", "lstm", "timemachine")
     assert summary["val/ppl"] < 20 and summary["tokens_per_second"] > 0
     assert summary["generated"].startswith("time traveller")
+
+
+def test_best_checkpoint_follows_validation_perplexity(in_tmp):
+    from dlbench.artifacts import read_metrics
+
+    summary = run(lm_cfg("epochs=3", "dataset.limit=8000", "logger=none"), run_dir=in_tmp / "r")
+    history = read_metrics(in_tmp / "r")
+    lowest = min(history, key=lambda m: m["val/ppl"])
+    assert summary["target_metric"] == "val/ppl" and summary["epochs_to_target"] is None
+    assert (summary["best/val/ppl"], summary["best/epoch"]) == (lowest["val/ppl"], lowest["epoch"])
+    best = torch.load(in_tmp / "r" / "checkpoints" / "best.pt", weights_only=False)
+    assert best["epoch"] == lowest["epoch"]

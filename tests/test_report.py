@@ -178,3 +178,18 @@ def test_a_grokking_step_never_reached_reads_so(tmp_path):
     grid = table_grid(build_table(load_runs([root]), ["grokking/val_step", "grokking/gap"]))
     assert grid[1][1:] == ["1 never reached", "1 never reached"]
     assert [str(cell) for cell in grid[2][1:]] == ["3,000 (1)", "2,500 (1)"]
+
+
+def test_default_columns_follow_what_the_runs_monitor(tmp_path):
+    from dlbench.report import default_metrics
+
+    text = tmp_path / "text"
+    for hidden, ppl in (("64", 5.2), ("256", 4.4)):
+        fake_run(text, [f"model.hidden={hidden}"], target_metric="val/ppl", **{"val/ppl": ppl, "best/val/ppl": ppl})
+    runs = load_runs([text])
+    assert default_metrics(runs) == ["val/ppl", "best/val/ppl", "tokens_per_second", "params", "wall_seconds"]
+    grid = table_grid(build_table(runs, ["best/val/ppl"]))
+    assert [type(row[1]) is Best for row in grid[1:]] == [False, True]  # rows 64, 256: the lower ppl is best
+    fits = tmp_path / "fits"
+    fake_run(fits, ["model.depth=1"], target_metric="val/loss")
+    assert default_metrics(load_runs([fits]))[:2] == ["test/loss", "best/val/loss"]

@@ -16,11 +16,14 @@ import yaml
 from dlbench.artifacts import epochs_to_target, pyplot, read_json, read_metrics
 
 REPLICATE_KEYS = ("seed",)  # runs that differ only in these are repeats of one cell
-DEFAULT_METRICS = ("test/acc", "best/{monitor}", "epochs_to_target", "params", "wall_seconds")
-REGRESSION_METRICS = ("test/loss", "best/{monitor}", "params", "wall_seconds")  # no accuracy, no target
+# the table's default columns by what the runs monitor: accuracy, a regression's loss (no accuracy, no
+# target) or a language model's perplexity (no test split)
+DEFAULT_METRICS = {"acc": ("test/acc", "best/{monitor}", "epochs_to_target", "params", "wall_seconds"),
+                   "loss": ("test/loss", "best/{monitor}", "params", "wall_seconds"),
+                   "ppl": ("val/ppl", "best/{monitor}", "tokens_per_second", "params", "wall_seconds")}
 LR_KEYS = ("lr", "optimizer.lr")
 # which way is better, by a metric's last word; others (params, lr) have no best cell
-GOALS = {"acc": max, "loss": min, "seconds": min, "epochs_to_target": min}
+GOALS = {"acc": max, "loss": min, "ppl": min, "seconds": min, "epochs_to_target": min}
 # None there means the target (or grokking's threshold) was never reached
 NOT_REACHED = ("epochs_to_target", "seconds_to_target", "grokking/train_step", "grokking/val_step", "grokking/gap")
 
@@ -250,7 +253,8 @@ def build_table(runs: list[Run], metrics: list[str], rows: list[str] | None = No
 
 def default_metrics(runs: list[Run]) -> list[str]:
     monitor = next((r.summary["target_metric"] for r in runs if r.summary.get("target_metric")), "val/acc")
-    return [m.format(monitor=monitor) for m in (REGRESSION_METRICS if monitor.endswith("/loss") else DEFAULT_METRICS)]
+    columns = DEFAULT_METRICS.get(monitor.rsplit("/", 1)[-1], DEFAULT_METRICS["acc"])
+    return [m.format(monitor=monitor) for m in columns]
 
 
 # ---------------------------------------------------------------- text

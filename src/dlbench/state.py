@@ -11,6 +11,9 @@ from dlbench.data import Batches, Dataset
 from dlbench.optim import Schedule
 
 
+LOWER_IS_BETTER = ("loss", "ppl")  # a dataset's metric; accuracy is the other way
+
+
 @dataclass
 class RunState:
     cfg: DictConfig
@@ -46,13 +49,13 @@ class RunState:
 
     @property
     def monitor(self) -> str:
-        """The metric for best/ and the target: the dataset's metric (acc, or loss for regression)
-        on the validation split, or on the test split when there is none."""
+        """The metric for best/ and the target: the dataset's metric (acc; loss for a regression,
+        ppl for a language model) on the validation split, or on the test split when there is none."""
         return f"{'val' if self.data.val is not None else 'test'}/{self.data.metric}"
 
     def improves(self, value: float) -> bool:
         best = self.best.get(self.monitor)
-        return best is None or (value < best if self.data.metric == "loss" else value > best)
+        return best is None or (value < best if self.data.metric in LOWER_IS_BETTER else value > best)
 
     @property
     def wall_seconds(self) -> float:

@@ -106,7 +106,7 @@ class TextDataset:
     test: None = None
     classes: tuple[str, ...] = tuple(VOCAB)
     task: ClassVar[str] = "lm"
-    metric: ClassVar[str] = "acc"  # next-character accuracy; perplexity is logged beside it
+    metric: ClassVar[str] = "ppl"  # best.pt and best/ follow validation perplexity
     images: ClassVar[bool] = False
 
     @property
