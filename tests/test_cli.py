@@ -128,3 +128,17 @@ def test_list_names_every_group_option(in_tmp):
     lines = {line.split(":")[0]: line.split(":")[1].split() for line in out.splitlines() if ":" in line}
     assert {"mlp", "cnn"} <= set(lines["model"]) and {"fashion_mnist", "mnist", "digits"} <= set(lines["dataset"])
     assert {"sgd", "adam"} <= set(lines["optimizer"]) and {"none", "step"} <= set(lines["scheduler"])
+
+
+def test_data_prints_the_splits_of_generated_and_bundled_datasets(capsys):
+    from dlbench.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["data", "function", "modular", "digits"])
+    assert done.value.code == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "function: 1,000 train, 200 val, 1,000 test examples of shape (1,), 1 regression target"
+    assert lines[1] == "modular: 4,704 train, 4,705 val examples of shape (2,), 97 classes"
+    assert lines[2].startswith("digits: ") and lines[2].endswith("examples of shape (1, 8, 8), 10 classes")
+    with pytest.raises(SystemExit, match="unknown dataset 'nosuch'; valid: .*boolean.*playground"):
+        main(["data", "nosuch"])

@@ -179,7 +179,8 @@ def cmd_data(args: list[str]) -> int:
             data = build(cfg.dataset)
         splits = ", ".join(f"{len(s):,} {k}" for k, s in
                            {"train": data.train, "val": data.val, "test": data.test}.items() if s is not None)
-        print(f"{name}: {splits} images of shape {tuple(data.in_shape)}, {data.num_classes} classes")
+        outputs = f"{data.num_classes} classes" if len(data.classes) else f"{data.num_classes} regression target"
+        print(f"{name}: {splits} examples of shape {tuple(data.in_shape)}, {outputs}")
     return 0
 
 
