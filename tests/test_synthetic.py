@@ -270,3 +270,14 @@ def test_every_probe_serves_every_generated_task(in_tmp, task):
     assert summary["sharpness/hessian_top"] is not None and summary["grad/norm"] > 0
     assert ("sharpness/input_grad" in summary) == ("grokking" not in task[0])  # token ids have no input gradient
     assert list((in_tmp / "r" / "plots" / "embeddings").glob("*.png"))
+
+
+def test_label_noise_reaches_the_generated_classification_sets_training_labels_only():
+    clean, noisy = build_modular(p=23, seed=0), build_modular(p=23, label_noise=0.5, seed=0)
+    assert torch.equal(clean.train.x, noisy.train.x) and torch.equal(clean.val.y, noisy.val.y)
+    changed = int((clean.train.y != noisy.train.y).sum())
+    chosen = round(0.5 * len(clean.train))  # exactly this many are redrawn; 1 in 23 redraws the true answer
+    assert 0.85 * chosen <= changed <= chosen
+    clean, noisy = build_playground(kind="xor", seed=0), build_playground(kind="xor", label_noise=1.0, seed=0)
+    assert torch.equal(clean.test.y, noisy.test.y) and torch.equal(clean.train.x, noisy.train.x)
+    assert 0.35 < (clean.train.y != noisy.train.y).float().mean() < 0.65  # random labels: half agree by chance

@@ -13,7 +13,7 @@ from functools import partial
 
 import torch
 
-from dlbench.data import Dataset, Split
+from dlbench.data import Dataset, Split, corrupt_labels
 
 # ---------------------------------------------------------------- function fitting (task: regress)
 
@@ -92,7 +92,7 @@ def modular_pairs(p: int, operation: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def build_modular(name: str = "modular", p: int = 97, operation: str = "add", train_fraction: float = 0.5,
-                  steps_per_epoch: int | None = 100, threshold: float = 0.99, seed: int = 0,
+                  steps_per_epoch: int | None = 100, threshold: float = 0.99, label_noise: float = 0.0, seed: int = 0,
                   device: str | torch.device = "cpu") -> Dataset:
     """The pairs split without replacement: round(train_fraction * N) train, the rest validation.
     Inputs are the two operands as tokens 0..p-1 (the models embed or one-hot them); there is no
@@ -104,7 +104,8 @@ def build_modular(name: str = "modular", p: int = 97, operation: str = "add", tr
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
     n_train = round(train_fraction * len(y))
     train, val = perm[:n_train], perm[n_train:]
-    return Dataset(name=name, train=Split(x[train].to(device), y[train].to(device)),
+    train_y = corrupt_labels(y[train], label_noise, p, seed) if label_noise else y[train]  # validation stays true
+    return Dataset(name=name, train=Split(x[train].to(device), train_y.to(device)),
                    val=Split(x[val].to(device), y[val].to(device)), test=None,
                    classes=[str(k) for k in range(p)], task="modular", steps_per_epoch=steps_per_epoch)
 
@@ -171,7 +172,7 @@ PLAYGROUND = {"circle": circle, "xor": xor, "gauss": gauss, "spiral": spiral}
 
 
 def build_playground(name: str = "playground", kind: str = "circle", n: int = 500, noise: float = 0.0,
-                     train_fraction: float = 0.5, features: tuple[str, ...] = ("x1", "x2"),
+                     train_fraction: float = 0.5, features: tuple[str, ...] = ("x1", "x2"), label_noise: float = 0.0,
                      steps_per_epoch: int | None = None, seed: int = 0, device: str | torch.device = "cpu") -> Dataset:
     if kind not in PLAYGROUND:
         raise ValueError(f"unknown dataset.kind {kind!r}; valid: {', '.join(PLAYGROUND)}")
@@ -184,10 +185,11 @@ def build_playground(name: str = "playground", kind: str = "circle", n: int = 50
     n_train = round(train_fraction * n)
     to_features = partial(point_features, names=tuple(features))
 
-    def split(idx: torch.Tensor) -> Split:  # x keeps the points; each batch becomes features on the way in
-        return Split(points[idx].to(device), labels[idx].to(device), transform=to_features)
+    def split(idx: torch.Tensor, noise: float = 0.0) -> Split:  # x keeps the points; batches become features
+        y = corrupt_labels(labels[idx], noise, 2, seed) if noise else labels[idx]
+        return Split(points[idx].to(device), y.to(device), transform=to_features)
 
-    return Dataset(name=name, train=split(perm[:n_train]), val=None, test=split(perm[n_train:]),
+    return Dataset(name=name, train=split(perm[:n_train], label_noise), val=None, test=split(perm[n_train:]),
                    classes=["negative", "positive"], task="points", steps_per_epoch=steps_per_epoch)
 
 
