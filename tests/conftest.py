@@ -53,3 +53,16 @@ def extra_callback(monkeypatch):
         extra = [] if callback is None else [callback]
         monkeypatch.setattr(train_module, "default_callbacks", lambda cfg: [*original(cfg), *extra])
     return add
+
+
+def straight_and_resumed(cfg, folder: Path, stop_after: int, extra_callback) -> tuple[dict, dict]:
+    """cfg run straight into folder/straight, and into folder/resumed interrupted (Ctrl-C) after
+    epoch `stop_after`, then resumed: the two summaries."""
+    from dlbench.train import run
+
+    straight = run(cfg, run_dir=folder / "straight")
+    extra_callback(StopAfter(stop_after, KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, run_dir=folder / "resumed")
+    extra_callback(None)
+    return straight, run(cfg, run_dir=folder / "resumed")

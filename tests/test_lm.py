@@ -11,7 +11,7 @@ from dlbench.data.text import VOCAB, TokenSplit, clean, decode, encode
 from dlbench.lm import evaluate_lm, generate
 from dlbench.train import run
 from tests.conftest import dlbench as dlbench_cli
-from tests.conftest import StopAfter
+from tests.conftest import straight_and_resumed
 
 
 @pytest.fixture(scope="module")
@@ -96,13 +96,7 @@ def test_generation_starts_from_the_prefix_and_is_greedy(corpus):
 
 
 def test_an_interrupted_language_model_run_resumes_to_the_same_numbers(in_tmp, extra_callback):
-    cfg = lm_cfg("epochs=2", "dataset.limit=8000")
-    straight = run(cfg, run_dir=in_tmp / "straight")
-    extra_callback(StopAfter(1, KeyboardInterrupt()))
-    with pytest.raises(KeyboardInterrupt):
-        run(cfg, run_dir=in_tmp / "resumed")
-    extra_callback(None)
-    resumed = run(cfg, run_dir=in_tmp / "resumed")
+    straight, resumed = straight_and_resumed(lm_cfg("epochs=2", "dataset.limit=8000"), in_tmp, 1, extra_callback)
     assert resumed["status"] == "completed"
     assert (resumed["val/ppl"], resumed["generated"]) == (straight["val/ppl"], straight["generated"])
 

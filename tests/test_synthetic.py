@@ -241,15 +241,9 @@ def test_shallow_vs_deep_at_equal_size_is_one_sweep_and_its_report_shows_losses(
 
 
 def test_an_interrupted_grokking_run_resumes_to_the_same_curve(in_tmp, extra_callback):
-    from tests.conftest import StopAfter
+    from tests.conftest import straight_and_resumed
 
-    cfg = grok("epochs=6", "trainer.checkpoint=true")
-    straight = run(cfg, run_dir=in_tmp / "straight")
-    extra_callback(StopAfter(3, KeyboardInterrupt()))
-    with pytest.raises(KeyboardInterrupt):
-        run(cfg, run_dir=in_tmp / "resumed")
-    extra_callback(None)
-    resumed = run(cfg, run_dir=in_tmp / "resumed")
+    straight, resumed = straight_and_resumed(grok("epochs=6", "trainer.checkpoint=true"), in_tmp, 3, extra_callback)
     strip = lambda ms: [{k: v for k, v in m.items() if k != "epoch_seconds"} for m in ms]  # noqa: E731
     assert strip(read_metrics(in_tmp / "resumed")) == strip(read_metrics(in_tmp / "straight"))
     assert resumed["grokking/train_step"] == straight["grokking/train_step"] is not None

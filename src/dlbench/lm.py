@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from dlbench.callbacks import Callback
+from dlbench.callbacks import USABLE_MODEL, Callback
 from dlbench.data.text import decode, encode
 from dlbench.models.rnn import detach_state
 
@@ -100,10 +100,8 @@ class GeneratedText(Callback):
     """At the end of training: text from the configured prefix, into the log, TensorBoard's text tab
     and summary.json. It runs before the callbacks that write the summary (see train.TASKS)."""
 
-    SAMPLED = ("completed", "interrupted", "diverged")  # a failed run's model may not even run
-
     def on_run_end(self, state) -> None:
-        if state.status not in self.SAMPLED:
+        if state.status not in USABLE_MODEL:
             return
         data = state.data
         text = generate(state.model, data.prefix, data.generate_chars, state.device)

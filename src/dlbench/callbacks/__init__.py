@@ -2,6 +2,8 @@
 import logging
 
 log = logging.getLogger("dlbench")
+# statuses whose model can still be run at the end (to draw or sample from); a failed run's may not
+USABLE_MODEL = ("completed", "interrupted", "diverged")
 
 
 class Callback:

@@ -37,7 +37,7 @@ class ClassReport(Callback):
         state.extras["train/class_counts"] = counts.tolist()
         if state.epoch == 0:
             save_figure(state, bar_chart(state.data.classes, counts.tolist(), "training examples per class"),
-                  "class_distribution")
+                        "class_distribution")
 
     def on_run_end(self, state) -> None:
         if not state.history:

@@ -5,18 +5,17 @@ import math
 import torch
 
 from dlbench.artifacts import pyplot
-from dlbench.callbacks import Callback
+from dlbench.callbacks import USABLE_MODEL, Callback
 from dlbench.callbacks.classes import save_figure
 
 class ModelFigure(Callback):
-    """A figure of the trained model, drawn when the run stops with any status but failed (a failed
-    run's model may not even run), into plots/<name>.png and TensorBoard."""
+    """A figure of the trained model, drawn when the run stops (unless it failed), into
+    plots/<name>.png and TensorBoard."""
     name = ""
-    DRAWN = ("completed", "interrupted", "diverged")
 
     @torch.no_grad()
     def on_run_end(self, state) -> None:
-        if state.status in self.DRAWN and state.history:
+        if state.status in USABLE_MODEL and state.history:
             state.model.eval()
             save_figure(state, self.draw(state), self.name)
 
