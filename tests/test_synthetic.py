@@ -275,3 +275,15 @@ def test_label_noise_reaches_the_generated_classification_sets_training_labels_o
     clean, noisy = build_playground(kind="xor", seed=0), build_playground(kind="xor", label_noise=1.0, seed=0)
     assert torch.equal(clean.test.y, noisy.test.y) and torch.equal(clean.train.x, noisy.train.x)
     assert 0.35 < (clean.train.y != noisy.train.y).float().mean() < 0.65  # random labels: half agree by chance
+
+
+def test_interpolating_two_regression_runs_uses_their_loss(in_tmp):
+    from dlbench.analysis import interpolate
+
+    fit = ["experiment=function_fit", "model.params=300", "epochs=2", "dataset.steps_per_epoch=20", "logger=none", *QUIET]
+    a = run(compose(fit), run_dir=in_tmp / "a")
+    b = run(compose([*fit, "lr=0.01"]), run_dir=in_tmp / "b")
+    rows = interpolate(in_tmp / "a", in_tmp / "b", [0.0, 0.5, 1.0], out=in_tmp / "i", device="cpu")
+    assert rows[0]["test/loss"] == pytest.approx(a["test/loss"], rel=1e-5)  # the mean squared error, as the run's
+    assert rows[2]["test/loss"] == pytest.approx(b["test/loss"], rel=1e-5)
+    assert "test/acc" not in rows[0] and (in_tmp / "i" / "interpolation.png").is_file()

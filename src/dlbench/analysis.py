@@ -10,6 +10,7 @@ from dlbench.artifacts import pyplot, read_metrics
 from dlbench.config import build
 from dlbench.data import Batches
 from dlbench.loop import evaluate
+from dlbench.losses import build_loss
 from dlbench.probing import pca
 from dlbench.runtime import resolve_device
 
@@ -40,14 +41,15 @@ def interpolate(run_a: Path, run_b: Path, alphas: list[float], out: Path | None 
     dev = resolve_device(device)
     data = build(cfg.dataset, seed=cfg.seed, device=dev)  # run A's split: its training set is 'train'
     model = build(cfg.model, in_shape=data.in_shape, num_classes=data.num_classes).to(dev)
-    loss_fn = torch.nn.CrossEntropyLoss()
+    loss_fn = build_loss(cfg.loss, data)  # the run's own: its evaluation loss, mse for a regression
+    accuracy = data.metric == "acc"
     rows = []
     for alpha in alphas:
         model.load_state_dict(blend(ckpt_a["model"], ckpt_b["model"], alpha))
         row = {"alpha": round(alpha, 6)}
         for name, split in (("train", data.train), ("test", data.test)):
-            result = evaluate(model, Batches(split, cfg.trainer.eval_batch_size, shuffle=False), loss_fn)
-            row.update({f"{name}/loss": result["loss"], f"{name}/acc": result["acc"]})
+            result = evaluate(model, Batches(split, cfg.trainer.eval_batch_size, shuffle=False), loss_fn, accuracy)
+            row.update({f"{name}/{k}": v for k, v in result.items()})
         rows.append(row)
     out = out or run_a.parent / f"interpolate_{run_a.name}__{run_b.name}"
     _write_rows(rows, out / "interpolation")
@@ -66,18 +68,18 @@ def _write_rows(rows: list[dict], stem: Path) -> None:
 
 def _plot_interpolation(rows: list[dict], path: Path, title: str) -> None:
     plt = pyplot()
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    kinds = [k for k in ("loss", "acc") if f"train/{k}" in rows[0]]  # a regression has no accuracy
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5 * len(kinds), 4), squeeze=False)
     alphas = [r["alpha"] for r in rows]
-    for split in ("train", "test"):
-        ax_loss.plot(alphas, [r[f"{split}/loss"] for r in rows], marker="o", ms=3, label=split)
-        ax_acc.plot(alphas, [r[f"{split}/acc"] for r in rows], marker="o", ms=3, label=split)
-    for ax, name in ((ax_loss, "loss"), (ax_acc, "accuracy")):
+    for ax, kind in zip(axes[0], kinds):
+        for split in ("train", "test"):
+            ax.plot(alphas, [r[f"{split}/{kind}"] for r in rows], marker="o", ms=3, label=split)
         ax.axvline(0, color="grey", lw=0.5)
         ax.axvline(1, color="grey", lw=0.5)
         ax.set_xlabel("alpha  (0: first run, 1: second run)")
-        ax.set_ylabel(name)
+        ax.set_ylabel({"loss": "loss", "acc": "accuracy"}[kind])
         ax.legend()
-    ax_loss.set_yscale("log")
+    axes[0][0].set_yscale("log")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
