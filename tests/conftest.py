@@ -33,13 +33,14 @@ def dlbench(*args: str, cwd: Path, check: bool = True, timeout: float = 300) -> 
 
 
 class StopAfter(Callback):
-    """Raise `error` at the end of epoch `epoch`, as a Ctrl-C or a crash would."""
+    """Raise `error` once epoch `epoch` is recorded and checkpointed (as the next one starts), as a
+    Ctrl-C or a crash would."""
 
     def __init__(self, epoch, error):
         self.epoch, self.error = epoch, error
 
-    def on_epoch_end(self, state, metrics):
-        if metrics["epoch"] == self.epoch:
+    def on_epoch_start(self, state):
+        if state.epoch == self.epoch:
             raise self.error
 
 

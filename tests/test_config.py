@@ -42,8 +42,10 @@ def test_every_group_option_composes_and_instantiates(group):
             assert isinstance(loss, torch.nn.Module)
             assert loss(torch.randn(4, 10), torch.tensor([0, 1, 0, 1])).dim() == 0
         elif group == "regularizer":
-            model = build(compose(["dataset=digits"]).model, in_shape=(1, 8, 8), num_classes=10)
-            build_regularizers(node, model, torch.nn.CrossEntropyLoss())
+            data = build(cfg.dataset, seed=0)
+            model = build(cfg.model, in_shape=(1, 8, 8), num_classes=10)
+            assert all("_target_" in reg for reg in node.values() if reg)  # built like an optimizer
+            build_regularizers(cfg, model, build_loss(cfg.loss, data), data)
         else:
             assert node is not None
 

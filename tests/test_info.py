@@ -7,6 +7,7 @@ from torch import nn
 from dlbench.config import build, compose
 from dlbench.data import DataShape
 from dlbench.info import describe, info, layer_table, render
+from dlbench.tasks import CLASSIFY, MODULAR
 from dlbench.models import MODELS
 from tests.conftest import dlbench
 from tests.test_models import INPUT, TOKENS
@@ -55,7 +56,7 @@ def test_receptive_field_follows_branches_and_residual_sums():
 
 @pytest.mark.parametrize("mode", ["rnn", "gru", "lstm"])
 def test_fused_recurrent_flops_equal_what_the_counter_sees_in_the_scratch_layers(mode):
-    shape = DataShape((1, 12, 10), 5, "classify")
+    shape = DataShape((1, 12, 10), 5, CLASSIFY)
     flops = {impl: describe(build(compose([f"model={mode}", f"model.impl={impl}", "model.hidden=16",
                                            "model.layers=2", "model.bidirectional=true"]).model,
                                   in_shape=shape.in_shape, num_classes=5), shape, 1)["flops_per_example"]
@@ -67,7 +68,7 @@ def test_fused_recurrent_flops_equal_what_the_counter_sees_in_the_scratch_layers
 def test_info_works_for_every_registered_model(name):
     in_shape = INPUT[name][0]
     model = build(compose([f"model={name}"]).model, in_shape=in_shape, num_classes=10)
-    report = describe(model, DataShape(in_shape, 10, "modular" if name in TOKENS else "classify"), batch_size=4)
+    report = describe(model, DataShape(in_shape, 10, MODULAR if name in TOKENS else CLASSIFY), batch_size=4)
     assert report["params"] == sum(layer["params"] for layer in report["layers"]) > 0
     assert report["flops_per_example"] > 0 and report["activation_bytes"] > 0
     assert name != "lenet" or report["params"] == 61_706

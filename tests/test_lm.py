@@ -8,7 +8,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from dlbench.config import build, compose
 from dlbench.data.text import VOCAB, TokenSplit, clean, decode, encode
-from dlbench.lm import evaluate_lm, generate
+from dlbench.data.text import generate
+from dlbench.tasks import LM
 from dlbench.train import run
 from tests.conftest import dlbench as dlbench_cli
 from tests.conftest import straight_and_resumed
@@ -68,7 +69,8 @@ def test_random_batches_are_shuffled_windows_with_fresh_state():
 def test_an_untrained_model_is_about_as_unsure_as_the_vocabulary_is_large(corpus):
     torch.manual_seed(0)
     model = build(compose(["model=lstm"]).model, in_shape=corpus.in_shape, num_classes=corpus.num_classes)
-    ppl = evaluate_lm(model, corpus.batches(corpus.val, 32), torch.nn.CrossEntropyLoss())["ppl"]
+    cfg = compose(["dataset=timemachine", "batch_size=32"])
+    ppl = LM.evaluate(model, corpus, {"val": corpus.val}, torch.nn.CrossEntropyLoss(), cfg)["val/ppl"]
     assert 0.8 * 28 < ppl < 1.2 * 28  # uniform guessing over 28 characters is perplexity 28
 
 

@@ -147,7 +147,7 @@ def test_l2_and_weight_decay_both_shrink_weights_and_differ(in_tmp):
 def test_early_stopping_stops_at_the_patience_and_restores_the_best_weights(tmp_path):
     model = nn.Linear(2, 2)
     state = SimpleNamespace(run_dir=tmp_path, model=model, device="cpu", history=[], should_stop=False,
-                            extras={}, status="completed")
+                            recorder=SimpleNamespace(summary={}), status="completed")
     stopper = EarlyStopping(monitor="val/loss", mode="min", patience=3, min_delta=0.01)
     weights = {}
     for epoch, loss in enumerate([1.0, 0.8, 0.795, 0.9, 0.7995, 0.6], start=1):
@@ -161,10 +161,11 @@ def test_early_stopping_stops_at_the_patience_and_restores_the_best_weights(tmp_
             break
     # best at epoch 2 (0.795 and 0.7995 are within min_delta): epochs 3, 4, 5 without improvement
     assert (epoch, stopper.best_epoch, stopper.stopped_epoch) == (5, 2, 5)
+    stopper.on_train_end(state)
     stopper.on_run_end(state)
     assert torch.equal(model.weight, weights[2])
-    assert state.extras["early_stopping"]["stopped_epoch"] == 5
-    assert state.extras["early_stopping"]["metrics_at_best"] == {"val/loss": 0.8}
+    assert state.recorder.summary["early_stopping"]["stopped_epoch"] == 5
+    assert state.recorder.summary["early_stopping"]["metrics_at_best"] == {"val/loss": 0.8}
 
 
 def test_an_early_stopped_run_is_completed_and_reports_the_restored_model(in_tmp):

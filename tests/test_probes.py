@@ -8,6 +8,7 @@ from torch import nn
 
 from dlbench.analysis import blend, interpolate, pca_2d, trajectory
 from dlbench.artifacts import read_metrics
+from dlbench.recorder import Recorder
 from dlbench.callbacks.probes import GradNorm, dead_relu_fractions, layer_outputs
 from dlbench.probing import hessian_eigenvalues, input_gradient_norm, positive_eigenvalue_fraction, \
     top_hessian_eigenvalue
@@ -17,7 +18,7 @@ from tests.conftest import digits_cfg, dlbench
 
 def test_grad_norm_matches_a_hand_computation(tmp_path):
     model = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 1))
-    state = SimpleNamespace(model=model, run_dir=tmp_path, global_step=0, tb=None)
+    state = SimpleNamespace(model=model, run_dir=tmp_path, global_step=0, recorder=Recorder(tmp_path, 1))
     probe = GradNorm(first_steps=5, every=10)
     probe.on_run_start(state)
     before = [p.detach().clone() for p in model.parameters()]

@@ -180,16 +180,22 @@ def test_a_grokking_step_never_reached_reads_so(tmp_path):
     assert [str(cell) for cell in grid[2][1:]] == ["3,000 (1)", "2,500 (1)"]
 
 
-def test_default_columns_follow_what_the_runs_monitor(tmp_path):
+def test_default_columns_are_the_ones_the_runs_task_names(tmp_path):
     from dlbench.report import default_metrics
+    from dlbench.tasks import LM, REGRESS
 
     text = tmp_path / "text"
     for hidden, ppl in (("64", 5.2), ("256", 4.4)):
-        fake_run(text, [f"model.hidden={hidden}"], target_metric="val/ppl", **{"val/ppl": ppl, "best/val/ppl": ppl})
+        fake_run(text, [f"model.hidden={hidden}"], target_metric="val/ppl", report_columns=LM.report_columns("val/ppl"),
+                 **{"val/ppl": ppl, "best/val/ppl": ppl})
     runs = load_runs([text])
     assert default_metrics(runs) == ["val/ppl", "best/val/ppl", "tokens_per_second", "params", "wall_seconds"]
     grid = table_grid(build_table(runs, ["best/val/ppl"]))
     assert [type(row[1]) is Best for row in grid[1:]] == [False, True]  # rows 64, 256: the lower ppl is best
     fits = tmp_path / "fits"
-    fake_run(fits, ["model.depth=1"], target_metric="val/loss")
+    fake_run(fits, ["model.depth=1"], target_metric="val/loss", report_columns=REGRESS.report_columns("val/loss"))
     assert default_metrics(load_runs([fits]))[:2] == ["test/loss", "best/val/loss"]
+    older = tmp_path / "older"  # a summary from before report_columns: accuracy's columns
+    fake_run(older, ["lr=0.1"])
+    assert default_metrics(load_runs([older])) == ["test/acc", "best/val/acc", "epochs_to_target", "params",
+                                                  "wall_seconds"]

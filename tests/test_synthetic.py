@@ -11,6 +11,7 @@ from dlbench.data.synthetic import (FEATURES, build_boolean, build_function, bui
                                     function_values, modular_pairs)
 from dlbench.models import count_params, create_model
 from dlbench.models.mlp import mlp_params, width_for
+from dlbench.tasks import REGRESS
 from dlbench.train import run
 
 QUIET = ["trainer.progress=false", "trainer.threads=1"]
@@ -29,7 +30,7 @@ def test_function_data_is_the_named_function_with_noise_on_train_and_val_only():
     residual = data.train.y - torch.sinc(5 * data.train.x)
     assert abs(residual.std().item() - 0.1) < 0.005 and abs(residual.mean().item()) < 0.005
     assert ((data.train.x >= 0) & (data.train.x <= 1)).all()
-    assert data.num_classes == 1 and data.task == "regress" and data.metric == "loss"
+    assert data.num_classes == 1 and data.task is REGRESS and data.task.metric == "loss"
     again = build_function(function="sinc", n_train=5000, n_val=300, n_test=101, noise=0.1, seed=3)
     assert torch.equal(again.train.y, data.train.y)  # the seed fixes the sample
 

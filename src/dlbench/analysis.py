@@ -6,10 +6,9 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from dlbench.artifacts import pyplot, read_metrics
+from dlbench.artifacts import read_metrics
 from dlbench.config import build
-from dlbench.data import Batches
-from dlbench.loop import evaluate
+from dlbench.figures import pyplot, save_figure
 from dlbench.losses import build_loss
 from dlbench.probing import pca
 from dlbench.runtime import resolve_device
@@ -30,10 +29,11 @@ def blend(a: dict, b: dict, alpha: float) -> dict:
 
 def interpolate(run_a: Path, run_b: Path, alphas: list[float], out: Path | None = None,
                 device: str = "auto") -> list[dict]:
-    """Train and test loss and accuracy of the weights (1 - alpha) theta_a + alpha theta_b: the
-    1-D picture of the loss landscape between two solutions (e.g. small- and large-batch). Both
-    are evaluated on run A's data (its split and normalisation), the same as B's when the two
-    runs share dataset and seed."""
+    """The loss (and accuracy) on every split of the weights (1 - alpha) theta_a + alpha theta_b:
+    the 1-D picture of the loss landscape between two solutions (e.g. small- and large-batch).
+    Both are evaluated on run A's data (its split and normalisation), the same as B's when the two
+    runs share dataset and seed, in the way their task evaluates (a language model's state runs
+    through each split)."""
     ckpt_a, ckpt_b = _load_run(run_a), _load_run(run_b)
     cfg = OmegaConf.create(ckpt_a["config"])
     if ckpt_a["config"]["model"] != ckpt_b["config"]["model"]:
@@ -42,15 +42,11 @@ def interpolate(run_a: Path, run_b: Path, alphas: list[float], out: Path | None 
     data = build(cfg.dataset, seed=cfg.seed, device=dev)  # run A's split: its training set is 'train'
     model = build(cfg.model, in_shape=data.in_shape, num_classes=data.num_classes).to(dev)
     loss_fn = build_loss(cfg.loss, data)  # the run's own: its evaluation loss, mse for a regression
-    accuracy = data.metric == "acc"
+    splits = {"train": data.train, **data.eval_splits()}
     rows = []
     for alpha in alphas:
         model.load_state_dict(blend(ckpt_a["model"], ckpt_b["model"], alpha))
-        row = {"alpha": round(alpha, 6)}
-        for name, split in (("train", data.train), ("test", data.test)):
-            result = evaluate(model, Batches(split, cfg.trainer.eval_batch_size, shuffle=False), loss_fn, accuracy)
-            row.update({f"{name}/{k}": v for k, v in result.items()})
-        rows.append(row)
+        rows.append({"alpha": round(alpha, 6), **data.task.evaluate(model, data, splits, loss_fn, cfg)})
     out = out or run_a.parent / f"interpolate_{run_a.name}__{run_b.name}"
     _write_rows(rows, out / "interpolation")
     _plot_interpolation(rows, out / "interpolation.png", f"{run_a.name}  ->  {run_b.name}")
@@ -69,10 +65,11 @@ def _write_rows(rows: list[dict], stem: Path) -> None:
 def _plot_interpolation(rows: list[dict], path: Path, title: str) -> None:
     plt = pyplot()
     kinds = [k for k in ("loss", "acc") if f"train/{k}" in rows[0]]  # a regression has no accuracy
+    splits = list(dict.fromkeys(key.split("/")[0] for key in rows[0] if "/" in key))
     fig, axes = plt.subplots(1, len(kinds), figsize=(5 * len(kinds), 4), squeeze=False)
     alphas = [r["alpha"] for r in rows]
     for ax, kind in zip(axes[0], kinds):
-        for split in ("train", "test"):
+        for split in splits:
             ax.plot(alphas, [r[f"{split}/{kind}"] for r in rows], marker="o", ms=3, label=split)
         ax.axvline(0, color="grey", lw=0.5)
         ax.axvline(1, color="grey", lw=0.5)
@@ -82,8 +79,7 @@ def _plot_interpolation(rows: list[dict], path: Path, title: str) -> None:
     axes[0][0].set_yscale("log")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def pca_2d(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -131,5 +127,4 @@ def _plot_trajectory(rows: list[dict], color: str, explained: list[float], path:
     ax.set_ylabel(f"PC2 ({explained[1]:.0%})" if len(explained) > 1 else "PC2")
     ax.set_title("weight trajectories (x: before training)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -3,11 +3,15 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-STATUSES = ("running", "completed", "diverged", "interrupted", "failed")
+from dlbench.figures import pyplot, save_figure
+from dlbench.status import Status
+
 
 
 def jsonable(value):
@@ -21,15 +25,25 @@ def jsonable(value):
     return value
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write to a temp file in the same folder, then rename: a reader sees the old or the new file."""
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temp path in path's folder to write to; renamed over path when the block ends without an
+    error, so a reader (or a killed run) sees the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(jsonable(data), f, indent=2)
-        f.write("\n")
-    os.chmod(tmp, 0o644)  # mkstemp makes it private; a summary is for everyone who reads the run
-    os.replace(tmp, path)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a run's files are for everyone who reads it
+        os.replace(tmp, path)
+    finally:
+        with suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(jsonable(data), indent=2) + "\n")
 
 
 def read_json(path: Path) -> dict | None:
@@ -39,25 +53,38 @@ def read_json(path: Path) -> dict | None:
         return None
 
 
-def append_metrics(run_dir: Path, metrics: dict) -> None:
-    with open(run_dir / "metrics.jsonl", "a") as f:
-        f.write(json.dumps(jsonable(metrics)) + "\n")
+def append_jsonl(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(jsonable(record)) + "\n")
 
 
-def read_metrics(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
+def read_jsonl(path: Path) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def truncate_jsonl(path: Path, keep: Callable[[dict], bool]) -> list[dict]:
+    """Keep the records a resumed run's checkpoint covers (keep(record) is true); return them.
+    Records past the checkpoint are redone by the resumed run, so none is duplicated or missing."""
+    kept = [r for r in read_jsonl(path) if keep(r)]
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    return kept
+
+
+def append_metrics(run_dir: Path, metrics: dict) -> None:
+    append_jsonl(run_dir / "metrics.jsonl", metrics)
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    return read_jsonl(run_dir / "metrics.jsonl")
+
+
 def truncate_metrics(run_dir: Path, last_epoch: int) -> list[dict]:
     """Keep the lines of epochs <= last_epoch (those the checkpoint covers); return them."""
-    kept = [m for m in read_metrics(run_dir) if m["epoch"] <= last_epoch]
-    tmp = run_dir / ".metrics.jsonl.tmp"
-    tmp.write_text("".join(json.dumps(m) + "\n" for m in kept))
-    os.replace(tmp, run_dir / "metrics.jsonl")
-    return kept
+    return truncate_jsonl(run_dir / "metrics.jsonl", lambda m: m["epoch"] <= last_epoch)
 
 
 def epochs_to_target(history: list[dict], metric: str, target: float) -> tuple[int | None, float | None]:
@@ -75,12 +102,12 @@ def build_summary(state) -> dict:
 
     from dlbench.models import count_params
 
-    cfg, last = state.cfg, (state.history[-1] if state.history else {})
-    # the target is an accuracy: a regression run has none
-    has_target = state.monitor.endswith("/acc")
-    epoch_hit, seconds_hit = epochs_to_target(state.history, state.monitor, cfg.target_acc) if has_target else (None, None)
+    cfg, task, last = state.cfg, state.task, (state.history[-1] if state.history else {})
+    epoch_hit, seconds_hit = (epochs_to_target(state.history, state.monitor, cfg.target_acc) if task.has_target
+                              else (None, None))
     return {
         "status": state.status,
+        "task": task.name,
         "dataset": cfg.dataset.name,
         "model": cfg.model.name,
         "optimizer": cfg.optimizer._target_.rsplit(".", 1)[-1],
@@ -90,7 +117,7 @@ def build_summary(state) -> dict:
         **{k: v for k, v in last.items() if k != "epoch"},  # the last epoch's metrics
         f"best/{state.monitor}": state.best.get(state.monitor),
         "best/epoch": state.best.get("epoch"),
-        "target_acc": cfg.target_acc if has_target else None,
+        "target_acc": cfg.target_acc if task.has_target else None,
         "target_metric": state.monitor,
         "epochs_to_target": epoch_hit,
         "seconds_to_target": seconds_hit,
@@ -102,7 +129,8 @@ def build_summary(state) -> dict:
         "threads": torch.get_num_threads(),  # throughput depends on it; parallel sweeps split the cores
         "seed": cfg.seed,
         "overrides": state.overrides,
-        **state.extras,
+        "report_columns": task.report_columns(state.monitor),  # what `dlbench report` shows by default
+        **state.recorder.summary,
         "diverged": state.diverged,
         "error": state.error,
     }
@@ -114,20 +142,9 @@ def failed_at_start(cfg, overrides: list[str], error: str, previous: dict | None
     def known(key):
         return OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
 
-    return {**(previous or {"epochs_completed": 0}), "status": "failed", "dataset": known("dataset.name"),
+    return {**(previous or {"epochs_completed": 0}), "status": Status.FAILED, "dataset": known("dataset.name"),
             "model": known("model.name"), "epochs": known("epochs"), "seed": known("seed"),
             "overrides": overrides, "error": error}
-
-
-def pyplot():
-    """matplotlib's pyplot on the file-only Agg backend (no display here, none needed), imported
-    when a plot is made so that commands which draw nothing do not pay for it."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def plot_curves(history: list[dict], path: Path, title: str = "") -> None:
@@ -135,7 +152,6 @@ def plot_curves(history: list[dict], path: Path, title: str = "") -> None:
     from matplotlib.ticker import MaxNLocator
 
     plt = pyplot()
-
     kinds = [k for k in ("loss", "acc") if any(f"{s}/{k}" in m for m in history for s in ("train", "val", "test"))]
     fig, axes = plt.subplots(1, len(kinds), figsize=(5 * len(kinds), 4), squeeze=False)  # a regression has no acc
     epochs = [m["epoch"] for m in history]
@@ -152,6 +168,4 @@ def plot_curves(history: list[dict], path: Path, title: str = "") -> None:
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)

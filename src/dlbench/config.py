@@ -5,7 +5,11 @@ from pathlib import Path
 
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+
+from dlbench.errors import DataNotFoundError
 
 # A wheel carries conf/ inside the package; an editable install reads the repository's conf/.
 _PACKAGED = Path(__file__).resolve().parent / "conf"
@@ -41,11 +45,6 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
 def build(node: DictConfig, **kwargs):
     """hydra's instantiate, but our own errors (unknown names, missing data) reach the user as
     themselves rather than wrapped in an InstantiationException's repr."""
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-
-    from dlbench.data import DataNotFoundError
-
     try:
         return instantiate(node, **kwargs)
     except InstantiationException as err:

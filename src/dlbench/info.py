@@ -101,13 +101,8 @@ def _tensors(tree) -> list[torch.Tensor]:
     return []
 
 
-TOKEN_TASKS = ("lm", "modular")  # inputs are token ids below num_classes; the other tasks' are floats
-
-
 def dummy_input(shape: DataShape) -> torch.Tensor:
-    if shape.task in TOKEN_TASKS:
-        return torch.randint(shape.num_classes, (1, *shape.in_shape))
-    return torch.randn(1, *shape.in_shape)
+    return shape.task.example_input(shape.in_shape, shape.num_classes)
 
 
 def _leaf_hook(name, layers, fields, batch_size):

@@ -6,6 +6,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from dlbench.config import build
+
 
 class MeanSquaredError(nn.Module):
     """loss=mse. For regression (float targets): the mean squared error of the outputs. For
@@ -47,12 +49,11 @@ REGRESSION_LOSSES = (MeanSquaredError, nn.MSELoss, nn.L1Loss, nn.HuberLoss, nn.S
 
 
 def build_loss(cfg, data) -> nn.Module:
-    """A loss config with `_partial_: true` is completed with the training split's class counts."""
-    from dlbench.config import build
-
+    """A loss config with `_partial_: true` is completed with the training split's class counts
+    (data may be None for a loss that needs none)."""
     loss = build(cfg)
-    if getattr(data, "task", None) == "regress" and not isinstance(loss, REGRESSION_LOSSES):
+    if data is not None and data.task.regression and not isinstance(loss, REGRESSION_LOSSES):
         name = loss.func.__name__ if isinstance(loss, functools.partial) else type(loss).__name__
-        raise ValueError(f"dataset={data.name} is a regression and {name} needs class labels: use loss=mse "
-                         "(experiment=function_fit sets it)")
+        raise ValueError(f"dataset={data.name} is a regression and {name} needs class labels: use "
+                         f"loss={data.task.default_loss} (experiment=function_fit sets it)")
     return loss(class_counts=data.class_counts) if isinstance(loss, functools.partial) else loss

@@ -1,19 +1,120 @@
-"""What `regularizer=[...]` switches on, each built where it acts:
+"""What `regularizer=[...]` switches on. Each node names its class with `_target_` and is built
+like an optimizer; each acts where it belongs:
 
-- dropout, batchnorm, label_smoothing: read by the model and loss configs (interpolations), not here;
+- dropout, batchnorm, label_smoothing: the model and loss configs read their value (interpolation),
+  and the object checks that the built model or loss has somewhere to apply it;
 - l2: a penalty added to the training loss;
 - augmentation: a transform of the training batches;
 - grad_clip: a clipping norm for the loop;
 - early_stopping: a callback.
+
+A regularizer that would change nothing is an error, never a silent no-op.
 """
 from dataclasses import dataclass, field
 
 import torch
-from omegaconf import DictConfig
+import yaml
 from torch import nn
 
 from dlbench.callbacks import Callback
-from dlbench.config import build
+from dlbench.callbacks.early_stopping import EarlyStopping
+from dlbench.config import CONF_DIR, build, group_options
+from dlbench.data.augment import Augment
+
+
+class Regularizer:
+    name = ""
+    transform = None           # applied to training batches
+    clip_grad: float | None = None
+
+    def check(self, cfg, model: nn.Module, loss_fn: nn.Module, data) -> None:
+        """Raise when the run has nowhere to apply this regularizer."""
+
+    def train_loss(self, loss_fn: nn.Module, model: nn.Module) -> nn.Module:
+        return loss_fn
+
+    def callbacks(self) -> list[Callback]:
+        return []
+
+    def _refuse(self, why: str, fix: str) -> None:
+        raise ValueError(f"regularizer={self.name}: {why}, so it would change nothing; {fix}")
+
+
+class Dropout(Regularizer):
+    name = "dropout"
+
+    def __init__(self, rate: float):
+        self.rate = rate
+
+    def check(self, cfg, model, loss_fn, data) -> None:
+        sites = [m for m in model.modules() if isinstance(m, nn.Dropout)
+                 or (isinstance(m, nn.RNNBase) and m.num_layers > 1)]
+        if not sites:
+            self._refuse(f"model={cfg.model.name} as configured has no dropout site",
+                         f"models with dropout sites: {', '.join(models_with('dropout'))} "
+                         "(recurrent ones between stacked layers: model.layers > 1)")
+
+
+class BatchNorm(Regularizer):
+    name = "batchnorm"
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+
+    def check(self, cfg, model, loss_fn, data) -> None:
+        if self.enabled and not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+            self._refuse(f"model={cfg.model.name} has no batch norm layers",
+                         f"models with them: {', '.join(models_with('batchnorm'))}")
+
+
+class LabelSmoothing(Regularizer):
+    name = "label_smoothing"
+
+    def __init__(self, eps: float):
+        self.eps = eps
+
+    def check(self, cfg, model, loss_fn, data) -> None:
+        if getattr(loss_fn, "label_smoothing", None) is None:
+            self._refuse(f"loss={type(loss_fn).__name__} has no label smoothing",
+                         "use loss=cross_entropy or loss=weighted_cross_entropy")
+
+
+class L2(Regularizer):
+    name = "l2"
+
+    def __init__(self, coef: float, weights_only: bool = True):
+        self.coef, self.weights_only = coef, weights_only
+
+    def train_loss(self, loss_fn, model):
+        return L2Penalty(loss_fn, model, self.coef, self.weights_only)
+
+
+class Augmentation(Regularizer):
+    name = "augmentation"
+
+    def __init__(self, **kwargs):
+        self.transform = Augment(**kwargs)
+
+    def check(self, cfg, model, loss_fn, data) -> None:
+        if not data.images:
+            self._refuse(f"dataset={cfg.dataset.name} has no images to augment", "use it with an image dataset")
+
+
+class GradClip(Regularizer):
+    name = "grad_clip"
+
+    def __init__(self, max_norm: float):
+        self.clip_grad = max_norm
+
+
+class EarlyStop(Regularizer):
+    name = "early_stopping"
+
+    def __init__(self, **kwargs):
+        self.stopper = EarlyStopping(**kwargs)
+
+    def callbacks(self) -> list[Callback]:
+        return [self.stopper]
 
 
 class L2Penalty(nn.Module):
@@ -34,19 +135,28 @@ class L2Penalty(nn.Module):
 
 @dataclass
 class Regularizers:
-    train_loss: nn.Module           # the loss the optimizer minimises (evaluation uses the plain loss)
+    train_loss: nn.Module            # the loss the optimizer minimises (evaluation uses the plain loss)
     transform: object | None = None  # applied to training batches
     clip_grad: float | None = None
     callbacks: list[Callback] = field(default_factory=list)
 
 
-def build_regularizers(cfg: DictConfig | None, model: nn.Module, loss_fn: nn.Module) -> Regularizers:
-    from dlbench.callbacks.early_stopping import EarlyStopping
+def build_regularizers(cfg, model: nn.Module, loss_fn: nn.Module, data) -> Regularizers:
+    """The run's `regularizer` nodes built (each has a `_target_`; regularizer=none has none), checked
+    against the model, loss and data, and combined."""
+    nodes = (cfg.get("regularizer") or {}).values()
+    regs = [build(node) for node in nodes if node and "_target_" in node]
+    out = Regularizers(train_loss=loss_fn)
+    for reg in regs:
+        reg.check(cfg, model, loss_fn, data)
+        out.train_loss = reg.train_loss(out.train_loss, model)
+        out.transform = reg.transform or out.transform
+        out.clip_grad = reg.clip_grad if reg.clip_grad is not None else out.clip_grad
+        out.callbacks += reg.callbacks()
+    return out
 
-    cfg = cfg or {}
-    return Regularizers(
-        train_loss=L2Penalty(loss_fn, model, **cfg["l2"]) if "l2" in cfg else loss_fn,
-        transform=build(cfg["augmentation"]) if "augmentation" in cfg else None,
-        clip_grad=cfg["grad_clip"]["max_norm"] if "grad_clip" in cfg else None,
-        callbacks=[EarlyStopping(**cfg["early_stopping"])] if "early_stopping" in cfg else [],
-    )
+
+def models_with(key: str) -> list[str]:
+    """The model configs that take `key` (dropout, batchnorm), for an error's list of choices."""
+    return [name for name in group_options("model")
+            if key in (yaml.safe_load((CONF_DIR / "model" / f"{name}.yaml").read_text()) or {})]

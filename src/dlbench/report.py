@@ -13,17 +13,15 @@ from pathlib import Path
 
 import yaml
 
-from dlbench.artifacts import epochs_to_target, pyplot, read_json, read_metrics
+from dlbench.artifacts import epochs_to_target, read_json, read_metrics
+from dlbench.figures import pyplot, save_figure
+from dlbench.metrics import goal
+from dlbench.status import Status
 
 REPLICATE_KEYS = ("seed",)  # runs that differ only in these are repeats of one cell
-# the table's default columns by what the runs monitor: accuracy, a regression's loss (no accuracy, no
-# target) or a language model's perplexity (no test split)
-DEFAULT_METRICS = {"acc": ("test/acc", "best/{monitor}", "epochs_to_target", "params", "wall_seconds"),
-                   "loss": ("test/loss", "best/{monitor}", "params", "wall_seconds"),
-                   "ppl": ("val/ppl", "best/{monitor}", "tokens_per_second", "params", "wall_seconds")}
+# the columns of runs whose summary does not name its own (report_columns, written by the run's task)
+FALLBACK_COLUMNS = ("test/acc", "best/{monitor}", "epochs_to_target", "params", "wall_seconds")
 LR_KEYS = ("lr", "optimizer.lr")
-# which way is better, by a metric's last word; others (params, lr) have no best cell
-GOALS = {"acc": max, "loss": min, "ppl": min, "seconds": min, "epochs_to_target": min}
 # None there means the target (or grokking's threshold) was never reached
 NOT_REACHED = ("epochs_to_target", "seconds_to_target", "grokking/train_step", "grokking/val_step", "grokking/gap")
 
@@ -41,7 +39,7 @@ class Run:
 
     @property
     def status(self) -> str:
-        return self.summary.get("status", "running")
+        return self.summary.get("status", Status.RUNNING)
 
     def value(self, metric: str):
         """A summary field, or `best/<curve metric>` computed from the stored curve."""
@@ -52,13 +50,6 @@ class Run:
             values = [m[name] for m in self.history if m.get(name) is not None]
             return goal(name, default=max)(values) if values else None
         return None
-
-
-def goal(metric: str, default=None):
-    for word, fn in GOALS.items():
-        if metric.endswith(word):
-            return fn
-    return default
 
 
 # ---------------------------------------------------------------- reading runs
@@ -100,15 +91,13 @@ def canonical(value: str) -> str:
 
 def load_run(path: Path, target: float | None = None) -> Run:
     # a folder with no summary yet: the run was started and stopped before writing one
-    summary = read_json(path / "summary.json") or {"status": "running"}
+    summary = read_json(path / "summary.json") or {"status": Status.RUNNING}
     overrides_file = path / ".hydra" / "overrides.yaml"
     overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else None
     run = Run(path, dict(map(parse_override, overrides or summary.get("overrides") or [])), summary,
               read_metrics(path))
-    if target is not None:
-        metric = summary.get("target_metric") or ("val/acc" if any("val/acc" in m for m in run.history)
-                                                  else "test/acc")
-        epoch, seconds = epochs_to_target(run.history, metric, target)
+    if target is not None and summary.get("target_metric"):  # the metric its task judges it by
+        epoch, seconds = epochs_to_target(run.history, summary["target_metric"], target)
         run.summary = {**summary, "target_acc": target, "epochs_to_target": epoch, "seconds_to_target": seconds}
     return run
 
@@ -190,7 +179,7 @@ class Cell:
     runs: list[Run]
 
     def values(self, metric: str) -> list[float]:
-        return [v for r in self.runs if r.status == "completed" and (v := r.value(metric)) is not None]
+        return [v for r in self.runs if r.status == Status.COMPLETED and (v := r.value(metric)) is not None]
 
     def mean(self, metric: str) -> float | None:
         values = self.values(metric)
@@ -203,12 +192,12 @@ class Cell:
 
     def unfinished(self) -> list[str]:
         """The runs that did not complete, by status: `1 diverged`, `2 not started`."""
-        counts = Counter(r.status for r in self.runs if r.status != "completed")
+        counts = Counter(r.status for r in self.runs if r.status != Status.COMPLETED)
         return [f"{n} {status}" for status, n in counts.items()]
 
     def notes(self, metric: str) -> list[str]:
         """What the mean leaves out: runs that did not complete, completed runs without the value."""
-        missing = sum(r.status == "completed" and r.value(metric) is None for r in self.runs)
+        missing = sum(r.status == Status.COMPLETED and r.value(metric) is None for r in self.runs)
         word = "never reached" if metric in NOT_REACHED else "n/a"
         return [*self.unfinished(), *([f"{missing} {word}"] if missing else [])]
 
@@ -252,9 +241,13 @@ def build_table(runs: list[Run], metrics: list[str], rows: list[str] | None = No
 
 
 def default_metrics(runs: list[Run]) -> list[str]:
+    """The columns the runs' task chose (summary.json's report_columns), read from the first run
+    that names them."""
+    named = next((r.summary["report_columns"] for r in runs if r.summary.get("report_columns")), None)
+    if named:
+        return list(named)
     monitor = next((r.summary["target_metric"] for r in runs if r.summary.get("target_metric")), "val/acc")
-    columns = DEFAULT_METRICS.get(monitor.rsplit("/", 1)[-1], DEFAULT_METRICS["acc"])
-    return [m.format(monitor=monitor) for m in columns]
+    return [m.format(monitor=monitor) for m in FALLBACK_COLUMNS]
 
 
 # ---------------------------------------------------------------- text
@@ -374,8 +367,8 @@ def lr_notes(runs: list[Run]) -> list[str]:
         by_lr: dict[str, set[str]] = {}
         for r in groups[group]:
             by_lr.setdefault(r.overrides.get(lr_key), set()).add(r.status)
-        stable = [lr for lr, s in by_lr.items() if "diverged" not in s and "completed" in s]
-        diverged = sorted((lr for lr, s in by_lr.items() if "diverged" in s), key=value_order)
+        stable = [lr for lr, s in by_lr.items() if Status.DIVERGED not in s and Status.COMPLETED in s]
+        diverged = sorted((lr for lr, s in by_lr.items() if Status.DIVERGED in s), key=value_order)
         best = max(stable, key=value_order) if stable else "none (every rate diverged or did not finish)"
         where = label(group_keys, group) or "all runs"
         notes.append(f"{where}: largest {lr_key} that did not diverge: {best}"
@@ -415,7 +408,7 @@ def plot_curves(table: Table, kind: str, path: Path) -> bool:
             for j, r in enumerate(cell.runs):
                 ys = [math.nan if m.get(f"{split}/{kind}") is None else m[f"{split}/{kind}"] for m in r.history]
                 ax.plot([m["epoch"] for m in r.history], ys, color=colours(i % colours.N), marker="o", ms=2,
-                        ls="-" if r.status == "completed" else "--",
+                        ls="-" if r.status == Status.COMPLETED else "--",
                         label=cell_label(table, key, cell) if j == 0 else None)  # one entry per cell
         ax.set(title=f"{split}/{kind}", xlabel="epoch", yscale="log" if kind == "loss" else "linear")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -426,10 +419,8 @@ def plot_curves(table: Table, kind: str, path: Path) -> bool:
 
 
 def _save(fig, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    pyplot().close(fig)
+    save_figure(fig, path)
 
 
 def plot_metric_vs(table: Table, metric: str, path: Path) -> bool:
@@ -492,7 +483,7 @@ def write_report(table: Table, runs: list[Run], out: Path, fmt_name: str) -> str
 
 
 def unfinished(runs: list[Run]) -> list[str]:
-    return [f"{r.status}: {r.path}" for r in runs if r.status != "completed"]
+    return [f"{r.status}: {r.path}" for r in runs if r.status != Status.COMPLETED]
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

@@ -7,11 +7,11 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from dlbench.data import Batches, Dataset
+from dlbench.metrics import improves
 from dlbench.optim import Schedule
-
-
-LOWER_IS_BETTER = ("loss", "ppl")  # a dataset's metric; accuracy is the other way
+from dlbench.recorder import Recorder
+from dlbench.status import Status
+from dlbench.tasks import Task
 
 
 @dataclass
@@ -19,43 +19,38 @@ class RunState:
     cfg: DictConfig
     run_dir: Path
     device: torch.device
-    data: Dataset
+    data: object                 # a dlbench.data Dataset or TextDataset
     model: nn.Module
     optimizer: torch.optim.Optimizer
     schedule: Schedule
     loss_fn: nn.Module           # evaluation's loss; training may add penalties (train_loss)
     train_loss: nn.Module
-    train_batches: Batches       # a new order each pass, drawn from `generator`
+    train_batches: object        # a new order each pass, drawn from `generator`
     generator: torch.Generator
+    recorder: Recorder
     clip_grad: float | None = None
     overrides: list[str] = field(default_factory=list)
     epoch: int = 0              # epochs completed
     global_step: int = 0
     history: list[dict] = field(default_factory=list)  # one metrics dict per completed epoch
     best: dict = field(default_factory=dict)           # {"<monitor>": value, "epoch": e}
-    first_loss: float | None = None
     train_seconds: float = 0.0  # time inside train_one_epoch, for throughput
     train_examples: int = 0
     wall_before: float = 0.0    # wall seconds spent by earlier processes of a resumed run
     started: float = field(default_factory=time.perf_counter)
     ended: float | None = None  # set when the run stops, so every summary of it agrees
-    status: str = "running"
+    status: Status = Status.RUNNING
     error: str | None = None
-    diverged: dict | None = None
-    should_stop: bool = False
-    extras: dict = field(default_factory=dict)   # callbacks' additions to summary.json
-    images: dict = field(default_factory=dict)   # name -> (H, W, 3) uint8, for TensorBoard
-    tb: object | None = None                     # the TensorBoard writer, when logger.enabled
+    diverged: dict | None = None  # why, when the run diverged
+    should_stop: bool = False     # asked by a callback (early stopping, divergence at an epoch's end)
+
+    @property
+    def task(self) -> Task:
+        return self.data.task
 
     @property
     def monitor(self) -> str:
-        """The metric for best/ and the target: the dataset's metric (acc; loss for a regression,
-        ppl for a language model) on the validation split, or on the test split when there is none."""
-        return f"{'val' if self.data.val is not None else 'test'}/{self.data.metric}"
-
-    def improves(self, value: float) -> bool:
-        best = self.best.get(self.monitor)
-        return best is None or (value < best if self.data.metric in LOWER_IS_BETTER else value > best)
+        return self.task.monitor(self.data)
 
     @property
     def wall_seconds(self) -> float:
@@ -67,5 +62,5 @@ class RunState:
         self.train_seconds += train_seconds
         self.train_examples += train_examples
         value = metrics.get(self.monitor)
-        if value is not None and self.improves(value):
+        if value is not None and improves(self.monitor, value, self.best.get(self.monitor)):
             self.best = {self.monitor: value, "epoch": self.epoch}

@@ -11,6 +11,7 @@ from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig
 
 from dlbench.artifacts import read_json
+from dlbench.status import Status
 
 # (sweep folder, time it started) of each multirun this process launched
 launched: list[tuple[Path, float]] = []
@@ -30,7 +31,7 @@ def failed_runs(sweep_dir: Path, since: float) -> list[Path]:
     failed = []
     for path in sorted(sweep_dir.rglob("summary.json")):
         summary = read_json(path) or {}
-        if summary.get("status") == "failed" and path.stat().st_mtime >= since - 1.0:  # 1 s: mtime granularity
+        if summary.get("status") == Status.FAILED and path.stat().st_mtime >= since - 1.0:  # 1 s: mtime granularity
             failed.append(path.parent)
     return failed
 
@@ -40,12 +41,12 @@ def objective_value(summary: dict | None, metric: str, direction: str) -> float 
     or one without the metric, is the worst value for `direction`, so a search learns to avoid
     that region instead of stopping; a failed run (a bug, not a result) gives None, which the
     sweeper records as a failed trial."""
-    if summary is None or summary.get("status") == "failed":
+    if summary is None or summary.get("status") == Status.FAILED:
         return None
     # Optuna's config spells it `maximize`, `MAXIMIZE` or as its Direction enum
     worst = -math.inf if "max" in str(direction).lower() else math.inf
     value = summary.get(metric)
-    if summary.get("status") == "diverged" or value is None or not math.isfinite(value):
+    if summary.get("status") == Status.DIVERGED or value is None or not math.isfinite(value):
         return worst
     return float(value)
 

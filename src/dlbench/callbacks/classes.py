@@ -1,12 +1,10 @@
 """Per-class views of a classification run: the training class distribution at the start, and
 per-class accuracy and the confusion matrix of the test set at the end (summary.json, plots/,
 TensorBoard images)."""
-import numpy as np
 import torch
 
-from dlbench.artifacts import pyplot
 from dlbench.callbacks import Callback
-from dlbench.data import Batches
+from dlbench.figures import pyplot
 from dlbench.loop import predict
 
 
@@ -15,40 +13,24 @@ def confusion_matrix(pred: torch.Tensor, true: torch.Tensor, k: int) -> torch.Te
     return torch.bincount(true * k + pred, minlength=k * k).view(k, k)
 
 
-def _figure_to_array(fig) -> np.ndarray:
-    fig.canvas.draw()
-    image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()  # (H, W, 3) uint8
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return image
-
-
-def save_figure(state, fig, name: str) -> None:
-    path = state.run_dir / "plots" / f"{name}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    state.images[name] = _figure_to_array(fig)
-
-
 class ClassReport(Callback):
     def on_run_start(self, state) -> None:
         counts = state.data.class_counts.cpu()
-        state.extras["train/class_counts"] = counts.tolist()
+        state.recorder.summary["train/class_counts"] = counts.tolist()
         if state.epoch == 0:
-            save_figure(state, bar_chart(state.data.classes, counts.tolist(), "training examples per class"),
-                        "class_distribution")
+            state.recorder.figure("class_distribution",
+                                  bar_chart(state.data.classes, counts.tolist(), "training examples per class"), 0)
 
     def on_run_end(self, state) -> None:
         if not state.history:
             return
         data = state.data
-        pred, true = predict(state.model, Batches(data.test, state.cfg.trainer.eval_batch_size, shuffle=False))
+        pred, true = predict(state.model, data.eval_batches(data.test, state.cfg.trainer.eval_batch_size))
         matrix = confusion_matrix(pred, true, data.num_classes).cpu()
         per_class = (matrix.diag() / matrix.sum(1).clamp(min=1)).tolist()
-        state.extras["test/per_class_acc"] = dict(zip(data.classes, per_class))
-        state.extras["test/confusion"] = matrix.tolist()
-        save_figure(state, confusion_figure(data.classes, matrix), "confusion")
+        state.recorder.summary["test/per_class_acc"] = dict(zip(data.classes, per_class))
+        state.recorder.summary["test/confusion"] = matrix.tolist()
+        state.recorder.figure("confusion", confusion_figure(data.classes, matrix), state.epoch)
 
 
 def bar_chart(classes: list[str], counts: list[int], title: str):

@@ -3,13 +3,15 @@ import operator
 import torch
 
 from dlbench.callbacks import Callback
-from dlbench.callbacks.checkpoint import save_atomic
+from dlbench.checkpoint import save_atomic
+from dlbench.status import Status
 
 
 class EarlyStopping(Callback):
     """Stop when `monitor` has not improved by min_delta for `patience` epochs, and load the best
-    epoch's weights at the end. Its memory is the run's history plus a checkpoint of the best
-    weights, so a resumed run stops where an uninterrupted one would."""
+    epoch's weights when training ends. Its memory (the best value and epoch) is in the
+    checkpoint, the best weights in a file of their own, so a resumed run stops where an
+    uninterrupted one would."""
 
     def __init__(self, monitor: str = "val/loss", mode: str = "min", patience: int = 5, min_delta: float = 0.0,
                  restore_best: bool = True):
@@ -19,25 +21,25 @@ class EarlyStopping(Callback):
         self.better = operator.lt if mode == "min" else operator.gt
         self.sign = -1 if mode == "min" else 1
         self.best = self.best_epoch = self.stopped_epoch = None
+        self.restored = False
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "best_epoch": self.best_epoch, "stopped_epoch": self.stopped_epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.best_epoch, self.stopped_epoch = state["best"], state["best_epoch"], state["stopped_epoch"]
 
     def improved(self, value: float) -> bool:
         return self.best is None or self.better(value, self.best + self.sign * self.min_delta)
 
-    def on_run_start(self, state) -> None:
-        for metrics in state.history:  # a resumed run replays what it already saw
-            self.observe(state, metrics, save=False)
-
     def on_epoch_end(self, state, metrics: dict) -> None:
-        self.observe(state, metrics, save=True)
-
-    def observe(self, state, metrics: dict, save: bool) -> None:
         if self.monitor not in metrics:
             raise ValueError(f"early_stopping.monitor={self.monitor!r} is not a metric of this run; "
                              f"valid: {', '.join(k for k in metrics if k != 'epoch')}")
         value, epoch = metrics[self.monitor], metrics["epoch"]
         if value is not None and self.improved(value):
             self.best, self.best_epoch = value, epoch
-            if save and self.restore_best:
+            if self.restore_best:
                 save_atomic({"model": state.model.state_dict(), "epoch": epoch}, self.weights_path(state))
         elif self.best_epoch is not None and epoch - self.best_epoch >= self.patience:
             state.should_stop, self.stopped_epoch = True, epoch
@@ -45,12 +47,14 @@ class EarlyStopping(Callback):
     def weights_path(self, state):
         return state.run_dir / "checkpoints" / "early_stopping_best.pt"
 
-    def on_run_end(self, state) -> None:
-        restored = bool(self.restore_best and state.status == "completed" and self.weights_path(state).exists())
-        if restored:
+    def on_train_end(self, state) -> None:
+        self.restored = bool(self.restore_best and state.status == Status.COMPLETED and self.weights_path(state).exists())
+        if self.restored:
             state.model.load_state_dict(torch.load(self.weights_path(state), map_location=state.device)["model"])
+
+    def on_run_end(self, state) -> None:
         at_best = next((m for m in state.history if m["epoch"] == self.best_epoch), {})
-        state.extras["early_stopping"] = {
+        state.recorder.summary["early_stopping"] = {
             "monitor": self.monitor, "best": self.best, "best_epoch": self.best_epoch,
-            "stopped_epoch": self.stopped_epoch, "restored_best": restored,
+            "stopped_epoch": self.stopped_epoch, "restored_best": self.restored,
             "metrics_at_best": {k: v for k, v in at_best.items() if k != "epoch"}}

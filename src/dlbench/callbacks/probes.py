@@ -11,8 +11,9 @@ import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from dlbench.artifacts import pyplot
+from dlbench.artifacts import truncate_jsonl
 from dlbench.callbacks import Callback
+from dlbench.figures import pyplot, save_figure
 from dlbench.models.layers import ACTIVATIONS
 from dlbench.probing import input_gradient_norm, pca, positive_eigenvalue_fraction, top_hessian_eigenvalue
 
@@ -26,7 +27,8 @@ class GradNorm(Callback):
     """After an optimizer step: the global gradient norm (the gradient the step used, after any
     clipping), each parameter tensor's norm, the mean absolute gradient, and the update-to-weight
     ratio ||theta_t - theta_{t-1}|| / ||theta_{t-1}||. Every step for the first `first_steps`,
-    then every `every` steps; one device sync per logged step."""
+    then every `every` steps; one device sync per logged step. A resumed run cuts probes/grad_norm.jsonl
+    back to its checkpoint's step and redoes the steps after it, as metrics.jsonl is cut to its epoch."""
 
     def __init__(self, first_steps: int = 100, every: int = 50, per_layer: bool = True):
         self.first_steps, self.every, self.per_layer = first_steps, every, per_layer
@@ -37,10 +39,17 @@ class GradNorm(Callback):
     def wanted(self, step: int) -> bool:
         return step <= self.first_steps or step % self.every == 0
 
+    def state_dict(self) -> dict:
+        return {"records": self.all_records}  # what the end-of-run plot draws
+
+    def load_state_dict(self, state: dict) -> None:
+        self.all_records = list(state["records"])
+
     def on_run_start(self, state) -> None:
         self.named = [(n, p) for n, p in state.model.named_parameters() if p.requires_grad]
         path = state.run_dir / "probes" / "grad_norm.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
+        truncate_jsonl(path, lambda record: record["step"] <= state.global_step)
         self.file = open(path, "a")  # one handle for the run: a logged step costs no open/close
         self.keep_weights(state.global_step + 1)
 
@@ -67,12 +76,11 @@ class GradNorm(Callback):
         if self.per_layer:
             rec["grad/norm_by_layer"] = dict(zip((n for n, _ in self.named), norms.tolist()))
         self.file.write(json.dumps(rec) + "\n")
-        if state.tb is not None:
-            for key in ("grad/norm", "grad/mean_abs", "update/ratio"):
-                if key in rec:
-                    state.tb.add_scalar(f"probe/{key}", rec[key], state.global_step)
-            for name, value in rec.get("grad/norm_by_layer", {}).items():
-                state.tb.add_scalar(f"probe/grad/norm/{name}", value, state.global_step)
+        for key in ("grad/norm", "grad/mean_abs", "update/ratio"):
+            if key in rec:
+                state.recorder.scalar(f"probe/{key}", rec[key], state.global_step)
+        for name, value in rec.get("grad/norm_by_layer", {}).items():
+            state.recorder.scalar(f"probe/grad/norm/{name}", value, state.global_step)
         self.epoch_records.append(rec)
         self.all_records.append(rec)
 
@@ -100,9 +108,7 @@ class GradNorm(Callback):
             ax.set_xlabel("step")
             ax.set_title(key, fontsize=9)
         fig.tight_layout()
-        (state.run_dir / "plots").mkdir(exist_ok=True)
-        fig.savefig(state.run_dir / "plots" / "grad_norm.png", dpi=100)
-        plt.close(fig)
+        state.recorder.figure("grad_norm", fig, state.epoch)
 
 
 class WeightStats(Callback):
@@ -214,8 +220,6 @@ class Embeddings(Callback):
     def on_run_start(self, state) -> None:
         total = state.cfg.epochs
         self.at = set(self.epochs) if self.epochs is not None else {0, total // 2, total}
-
-    def on_epoch_start(self, state) -> None:  # not on_run_start: TensorBoard's writer opens there too
         if state.epoch == 0 and 0 in self.at:
             self.capture(state, 0)
 
@@ -237,10 +241,8 @@ class Embeddings(Callback):
             points = PROJECTIONS[self.method](act.flatten(1).float().cpu())
             plot_embedding(points, labels, state.data.classes, f"{name} at epoch {epoch} ({self.method})",
                            folder / f"epoch{epoch:03d}_{name}.png")
-            if state.tb is not None:
-                metadata = [state.data.classes[k] for k in labels] if state.data.classes else [f"{v:.4g}" for v in labels]
-                state.tb.add_embedding(act.flatten(1).cpu(), metadata=metadata,
-                                       tag=f"{name}", global_step=epoch)
+            metadata = [state.data.classes[k] for k in labels] if state.data.classes else [f"{v:.4g}" for v in labels]
+            state.recorder.embedding(name, act.flatten(1).cpu(), metadata, epoch)
 
 
 @torch.no_grad()
@@ -290,6 +292,5 @@ def plot_embedding(points: torch.Tensor, labels: list[int], classes: list[str], 
         fig.colorbar(scatter, ax=ax, label="class" if classes else "target")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 

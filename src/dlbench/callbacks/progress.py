@@ -46,19 +46,13 @@ class ProgressBar(Callback):
 
 
 class EpochLog(Callback):
-    """One line per epoch in the log (and on the console), and the outcome at the end."""
+    """The run's start and outcome in the log (and on the console); each epoch's line is the recorder's."""
 
     def on_run_start(self, state) -> None:
         where = f"resuming after epoch {state.epoch}" if state.epoch else "starting"
         log.info("%s: %s on %s (%s train examples), %s parameters, device %s -> %s", where,
                  state.cfg.model.name, state.cfg.dataset.name, f"{len(state.data.train):,}",
                  f"{count_params(state.model):,}", state.device, state.run_dir)
-
-    def on_epoch_end(self, state, metrics: dict) -> None:
-        shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()
-                          if k not in ("epoch", "epoch_seconds", "lr") and v is not None)
-        log.info("epoch %d/%d  %s  lr %.3g  %.1fs", metrics["epoch"], state.cfg.epochs, shown,
-                 metrics["lr"], metrics["epoch_seconds"])
 
     def on_run_end(self, state) -> None:
         why = (state.diverged or {}).get("reason") or (state.error or "").strip().rpartition("\n")[2]

@@ -5,7 +5,7 @@
 - playground: the TensorFlow Playground's 2-D sets (circle, xor, gauss, spiral) with its noise
 - boolean: the truth tables of AND, OR, XOR, ... (the perceptron-and-XOR exercise)
 
-Each returns a `Dataset` whose `task` picks the training loop and the task's plots (train.TASKS).
+Each returns a `Dataset` whose `task` (dlbench.tasks) says how a run trains on it and what it draws.
 """
 import math
 from collections.abc import Callable
@@ -13,7 +13,8 @@ from functools import partial
 
 import torch
 
-from dlbench.data import Dataset, Split, corrupt_labels
+from dlbench.data.base import Dataset, Split, corrupt_labels
+from dlbench.tasks import MODULAR, POINTS, REGRESS
 
 # ---------------------------------------------------------------- function fitting (task: regress)
 
@@ -62,7 +63,7 @@ def build_function(name: str = "function", function: str = "sinc", interval: tup
     train, val = noisy_sample(n_train), noisy_sample(n_val)
     return Dataset(name=name, train=train, val=val if n_val else None,
                    test=Split(grid.to(device), function_values(function, grid).to(device)), classes=[],
-                   task="regress", metric="loss", steps_per_epoch=steps_per_epoch)
+                   task=REGRESS, steps_per_epoch=steps_per_epoch)
 
 
 # ---------------------------------------------------------------- modular arithmetic (task: modular)
@@ -97,7 +98,7 @@ def build_modular(name: str = "modular", p: int = 97, operation: str = "add", tr
     """The pairs split without replacement: round(train_fraction * N) train, the rest validation.
     Inputs are the two operands as tokens 0..p-1 (the models embed or one-hot them); there is no
     test split, as in the paper: validation is the unseen pairs. (threshold is read by the run's
-    grokking record, dlbench.callbacks.tasks.Grokking.)"""
+    grokking record, dlbench.callbacks.figures.Grokking.)"""
     if not 0 < train_fraction < 1:
         raise ValueError(f"dataset.train_fraction must be in (0, 1); got {train_fraction}")
     x, y = modular_pairs(p, operation)
@@ -107,7 +108,7 @@ def build_modular(name: str = "modular", p: int = 97, operation: str = "add", tr
     train_y = corrupt_labels(y[train], label_noise, p, seed) if label_noise else y[train]  # validation stays true
     return Dataset(name=name, train=Split(x[train].to(device), train_y.to(device)),
                    val=Split(x[val].to(device), y[val].to(device)), test=None,
-                   classes=[str(k) for k in range(p)], task="modular", steps_per_epoch=steps_per_epoch)
+                   classes=[str(k) for k in range(p)], task=MODULAR, steps_per_epoch=steps_per_epoch)
 
 
 # ---------------------------------------------------------------- 2-D points (task: points)
@@ -190,7 +191,7 @@ def build_playground(name: str = "playground", kind: str = "circle", n: int = 50
         return Split(points[idx].to(device), y.to(device), transform=to_features)
 
     return Dataset(name=name, train=split(perm[:n_train], label_noise), val=None, test=split(perm[n_train:]),
-                   classes=["negative", "positive"], task="points", steps_per_epoch=steps_per_epoch)
+                   classes=["negative", "positive"], task=POINTS, steps_per_epoch=steps_per_epoch)
 
 
 BOOLEAN = {"and": lambda a, b: a & b, "or": lambda a, b: a | b, "xor": lambda a, b: a ^ b,
@@ -205,5 +206,5 @@ def build_boolean(name: str = "boolean", function: str = "xor", steps_per_epoch:
         raise ValueError(f"unknown dataset.function {function!r}; valid: {', '.join(BOOLEAN)}")
     a, b = torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 0, 1])
     table = Split(torch.stack([a, b], dim=1).float().to(device), BOOLEAN[function](a, b).to(device))
-    return Dataset(name=name, train=table, val=None, test=table, classes=["false", "true"], task="points",
+    return Dataset(name=name, train=table, val=None, test=table, classes=["false", "true"], task=POINTS,
                    steps_per_epoch=steps_per_epoch)

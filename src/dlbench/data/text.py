@@ -13,8 +13,12 @@ from pathlib import Path
 from typing import ClassVar
 
 import torch
+from torch import nn
 
-from dlbench.data import SHAPES, DataNotFoundError, DataShape
+from dlbench.data.base import DataShape
+from dlbench.data.registry import SHAPES
+from dlbench.errors import DataNotFoundError
+from dlbench.tasks import LM, Task
 
 VOCAB = ["<unk>", " ", *"abcdefghijklmnopqrstuvwxyz"]
 INDEX = {ch: i for i, ch in enumerate(VOCAB)}
@@ -33,6 +37,20 @@ def encode(text: str) -> torch.Tensor:
 
 def decode(ids) -> str:
     return "".join(VOCAB[int(i)] for i in ids)
+
+
+@torch.no_grad()
+def generate(model: nn.Module, prefix: str, n: int, device: torch.device | str = "cpu") -> str:
+    """The prefix, then n characters, each the most likely one after the text so far (greedy)."""
+    model.eval()
+    ids = encode(prefix).to(device)
+    logits, state = model(ids[None], None)  # warm the state up on the whole prefix
+    out = []
+    for _ in range(n):
+        nxt = logits[0, -1].argmax()
+        out.append(int(nxt))
+        logits, state = model(nxt.view(1, 1), state)
+    return prefix + decode(out)
 
 
 @dataclass
@@ -105,8 +123,7 @@ class TextDataset:
     generate_chars: int
     test: None = None
     classes: tuple[str, ...] = tuple(VOCAB)
-    task: ClassVar[str] = "lm"
-    metric: ClassVar[str] = "ppl"  # best.pt and best/ follow validation perplexity
+    task: ClassVar[Task] = LM
     images: ClassVar[bool] = False
 
     @property
@@ -117,8 +134,16 @@ class TextDataset:
     def num_classes(self) -> int:
         return len(VOCAB)
 
+    def eval_batches(self, split: TokenSplit, batch_size: int) -> SequentialBatches:
+        """Sequential from the start, the state carried throughout: batch_size is the number of
+        streams read side by side, which the language model task keeps equal to training's."""
+        return SequentialBatches(split, batch_size)
+
     def eval_splits(self) -> dict[str, TokenSplit]:
         return {"val": self.val} if self.val is not None and len(self.val) else {}
+
+    def generate(self, model, device: torch.device | str = "cpu") -> str:
+        return generate(model, self.prefix, self.generate_chars, device)
 
     @property
     def class_counts(self) -> torch.Tensor:
@@ -131,10 +156,10 @@ class TextDataset:
         return self.batches(self.train, batch_size, generator)
 
     def batches(self, split: TokenSplit, batch_size: int, generator: torch.Generator | None = None):
-        """Training batches (with the run's generator) in the configured partitioning; evaluation
-        batches (no generator) always sequential from the start, the state carried throughout."""
+        """Training batches (with the run's generator) in the configured partitioning; without a
+        generator, evaluation's batches."""
         if generator is None:
-            return SequentialBatches(split, batch_size)
+            return self.eval_batches(split, batch_size)
         return PARTITIONS[self.partition](split, batch_size, generator)
 
 
@@ -166,4 +191,4 @@ def build_timemachine(name: str = "timemachine", path: str | None = None, seq_le
                        generate_chars=generate_chars)
 
 
-SHAPES["timemachine"] = lambda node: DataShape((node.seq_len,), len(VOCAB), "lm")
+SHAPES["timemachine"] = lambda node: DataShape((node.seq_len,), len(VOCAB), LM)

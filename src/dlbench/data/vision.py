@@ -6,13 +6,18 @@ so their MD5s differ from torchvision's and torchvision's parser is the check), 
 root, then torchvision's download. When none works the error names every place tried.
 """
 import shutil
+from functools import partial
 from pathlib import Path
 
 import torch
 import torchvision
 from torchvision.datasets.utils import extract_archive
 
-from dlbench.data import SHAPES, DataNotFoundError, DataShape, RawData, register_source
+from dlbench.data.base import Dataset, DataShape, RawData, Split, corrupt_labels, make_imbalanced, resize_images
+from dlbench.data.loader import SAMPLERS
+from dlbench.data.registry import SHAPES, load_source, register_source
+from dlbench.errors import DataNotFoundError
+from dlbench.tasks import CLASSIFY
 
 DEBIAN_PACKAGES = {"fashion_mnist": "dataset-fashion-mnist"}  # source name -> Debian package
 
@@ -88,6 +93,45 @@ def load_idx_dataset(cls, name: str, root: str, mirror: str | None, download: bo
         + "\nTo get it:\n" + _how_to_get(cls, name, raw))
 
 
+def build_dataset(name: str, val_split: float = 0.1, limit: int | None = None, seed: int = 0,
+                  device: str | torch.device = "cpu", imbalance: dict | None = None, sampler: str | None = None,
+                  resize: int | None = None, label_noise: float = 0.0, **source_kwargs) -> Dataset:
+    if sampler is not None and sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; valid: null, {', '.join(SAMPLERS)}")
+    raw = load_source(name, **source_kwargs)
+    perm = torch.randperm(len(raw.train_y), generator=torch.Generator().manual_seed(seed))
+    n_val = round(val_split * len(perm))
+    val_idx, train_idx = perm[:n_val], perm[n_val:]
+    if imbalance:  # only the training split: validation and test keep the true distribution
+        train_idx = make_imbalanced(train_idx, raw.train_y, list(imbalance["classes"]), imbalance["keep"])
+    if limit is not None:
+        train_idx = train_idx[:limit]
+    train_u8 = raw.train_x[train_idx]
+    train_y = raw.train_y[train_idx]
+    if label_noise:  # training labels only: validation and test stay true, so they measure generalisation
+        train_y = corrupt_labels(train_y, label_noise, len(raw.classes), seed)
+    # per-channel statistics of the training split only; float64 so 54k images sum exactly enough
+    mean = train_u8.double().mean(dim=(0, 2, 3)) / 255
+    std = train_u8.double().std(dim=(0, 2, 3)) / 255
+
+    def to_split(x_u8: torch.Tensor, y: torch.Tensor) -> Split:
+        x = x_u8.to(device).float().div_(255)  # move as uint8 (4x fewer bytes), convert there
+        x.sub_(mean.float().to(device).view(1, -1, 1, 1)).div_(std.float().to(device).view(1, -1, 1, 1))
+        return Split(x, y.to(device=device, dtype=torch.long), 
+                     transform=partial(resize_images, size=resize) if resize else None)
+
+    return Dataset(
+        name=name,
+        train=to_split(train_u8, train_y),
+        val=to_split(raw.train_x[val_idx], raw.train_y[val_idx]) if n_val else None,
+        test=to_split(raw.test_x, raw.test_y),
+        classes=list(raw.classes),
+        mean=mean.tolist(),
+        std=std.tolist(),
+        sampler=sampler,
+    )
+
+
 @register_source
 def fashion_mnist(root: str, mirror: str | None = None, download: bool = True) -> RawData:
     return load_idx_dataset(torchvision.datasets.FashionMNIST, "fashion_mnist", root, mirror, download)
@@ -116,7 +160,7 @@ def digits(test_split: float = 0.2) -> RawData:
 def _image_shape(channels: int, side: int, classes: int):
     def shape(node) -> DataShape:
         size = node.get("resize") or side
-        return DataShape((channels, size, size), classes, "classify")
+        return DataShape((channels, size, size), classes, CLASSIFY)
     return shape
 
 

@@ -1,12 +1,13 @@
-"""What the generated tasks draw and record at the end of a run (see train.TASKS):
+"""What the generated tasks draw and record at the end of a run (see dlbench.tasks):
 the fitted function, the decision boundary over 2-D points, and grokking's two steps."""
 import math
 
 import torch
 
-from dlbench.artifacts import pyplot
-from dlbench.callbacks import USABLE_MODEL, Callback
-from dlbench.callbacks.classes import save_figure
+from dlbench.callbacks import Callback
+from dlbench.figures import pyplot
+from dlbench.status import USABLE_MODEL
+
 
 class ModelFigure(Callback):
     """A figure of the trained model, drawn when the run stops (unless it failed), into
@@ -17,7 +18,7 @@ class ModelFigure(Callback):
     def on_run_end(self, state) -> None:
         if state.status in USABLE_MODEL and state.history:
             state.model.eval()
-            save_figure(state, self.draw(state), self.name)
+            state.recorder.figure(self.name, self.draw(state), state.epoch)
 
     def draw(self, state):
         raise NotImplementedError
@@ -103,9 +104,9 @@ class Grokking(Callback):
         per_epoch = len(state.train_batches)
         train = first_step(state.history, "train/acc", self.threshold, per_epoch)
         val = first_step(state.history, "val/acc", self.threshold, per_epoch)
-        state.extras.update({"grokking/threshold": self.threshold, "grokking/train_step": train,
-                             "grokking/val_step": val,
-                             "grokking/gap": None if train is None or val is None else val - train})
+        state.recorder.summary.update({"grokking/threshold": self.threshold, "grokking/train_step": train,
+                                       "grokking/val_step": val,
+                                       "grokking/gap": None if train is None or val is None else val - train})
         plt = pyplot()
         fig, ax = plt.subplots(figsize=(6, 4))
         steps = [m["epoch"] * per_epoch for m in state.history]
@@ -123,4 +124,4 @@ class Grokking(Callback):
         ax.legend()
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        save_figure(state, fig, "grokking")
+        state.recorder.figure("grokking", fig, state.epoch)

@@ -1,0 +1,135 @@
+"""Where a run's numbers, pictures and text go. The recorder is built before any callback and
+closed after all of them, so every callback can write at any hook, in any order:
+
+- an epoch's metrics: a line of metrics.jsonl, a line of the log, and a scalar per metric;
+- scalar / image / figure / text / histogram / embedding: to every sink (TensorBoard is one;
+  figures also to plots/<name>.png);
+- summary[...]: additions to summary.json, which the run writes from them.
+"""
+import logging
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from dlbench.artifacts import append_metrics
+from dlbench.figures import save_figure
+
+log = logging.getLogger("dlbench")
+
+HPARAM_METRICS = ("train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc")
+# the HParams plugin's session status for each run status (it has no "aborted")
+HPARAM_STATUS = {"completed": "STATUS_SUCCESS", "interrupted": "STATUS_UNKNOWN"}
+
+
+class Recorder:
+    def __init__(self, run_dir: Path, epochs: int, sinks: list | None = None):
+        self.run_dir, self.epochs, self.sinks = run_dir, epochs, list(sinks or [])
+        self.summary: dict = {}
+
+    def epoch(self, metrics: dict) -> None:
+        append_metrics(self.run_dir, metrics)
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()
+                          if k not in ("epoch", "epoch_seconds", "lr") and v is not None)
+        log.info("epoch %d/%d  %s  lr %.3g  %.1fs", metrics["epoch"], self.epochs, shown, metrics["lr"],
+                 metrics["epoch_seconds"])
+        for key, value in metrics.items():
+            if key != "epoch" and value is not None:
+                self.scalar(key, value, metrics["epoch"])
+        for sink in self.sinks:
+            sink.flush()
+
+    def scalar(self, name: str, value: float, step: int) -> None:
+        for sink in self.sinks:
+            sink.scalar(name, value, step)
+
+    def image(self, name: str, image, step: int) -> None:
+        """image: (H, W, 3) uint8."""
+        for sink in self.sinks:
+            sink.image(name, image, step)
+
+    def figure(self, name: str, fig, step: int) -> None:
+        """plots/<name>.png, and the picture to the sinks."""
+        image = save_figure(fig, self.run_dir / "plots" / f"{name}.png", pixels=bool(self.sinks))
+        if image is not None:
+            self.image(name, image, step)
+
+    def text(self, name: str, text: str, step: int) -> None:
+        for sink in self.sinks:
+            sink.text(name, text, step)
+
+    def histogram(self, name: str, values, step: int) -> None:
+        for sink in self.sinks:
+            sink.histogram(name, values, step)
+
+    def embedding(self, name: str, features, labels: list[str], step: int) -> None:
+        """features: (N, D), one label per row."""
+        for sink in self.sinks:
+            sink.embedding(name, features, labels, step)
+
+    def close(self, status: str) -> None:
+        for sink in self.sinks:
+            sink.close(status)
+
+
+class TensorBoardSink:
+    """TensorBoard event files in the run folder, with HParams for comparing a sweep's runs."""
+
+    def __init__(self, run_dir: Path, cfg, fresh: bool):
+        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard.summary import hparams
+
+        self.writer = SummaryWriter(log_dir=str(run_dir))
+        if fresh:  # a resumed run already has its HParams
+            exp, ssi, _ = hparams(flat_hparams(cfg), {m: 0.0 for m in HPARAM_METRICS})
+            for summary in (exp, ssi):
+                self.writer.file_writer.add_summary(summary)
+
+    def scalar(self, name, value, step):
+        self.writer.add_scalar(name, value, step)
+
+    def image(self, name, image, step):
+        self.writer.add_image(name, image, global_step=step, dataformats="HWC")
+
+    def text(self, name, text, step):
+        self.writer.add_text(name, text, step)
+
+    def histogram(self, name, values, step):
+        self.writer.add_histogram(name, values, step)
+
+    def embedding(self, name, features, labels, step):
+        self.writer.add_embedding(features, metadata=labels, tag=name, global_step=step)
+
+    def flush(self):
+        self.writer.flush()
+
+    def close(self, status: str) -> None:
+        from torch.utils.tensorboard.summary import hparams
+
+        _, _, sei = hparams({}, {})
+        sei.value[0].metadata.plugin_data.content = _session_end_content(HPARAM_STATUS.get(status, "STATUS_FAILURE"))
+        self.writer.file_writer.add_summary(sei)
+        self.writer.close()
+
+
+def flat_hparams(cfg) -> dict:
+    """The knobs a person compares runs by: top-level values and the model/optimizer/... groups,
+    flattened to scalars (lists as text, `_target_` as the class name)."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    out = {k: v for k, v in resolved.items() if not isinstance(v, (dict, list))}
+    for group in ("dataset", "model", "optimizer", "scheduler", "loss", "regularizer"):
+        for key, value in (resolved.get(group) or {}).items():
+            if key in ("_partial_", "root", "mirror", "download"):
+                continue
+            name = group if key == "_target_" else f"{group}.{key}"
+            value = value.rsplit(".", 1)[-1] if key == "_target_" else value
+            out[name] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    return out
+
+
+def _session_end_content(status: str) -> bytes:
+    from tensorboard.compat.proto.summary_pb2 import SummaryMetadata  # noqa: F401  (proto registry)
+    from tensorboard.plugins.hparams.api_pb2 import Status
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData, SessionEndInfo
+
+    return HParamsPluginData(session_end_info=SessionEndInfo(status=Status.Value(status)),
+                             version=0).SerializeToString()
