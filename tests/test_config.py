@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from dlbench.config import CONF_DIR, GROUPS, build, compose, group_options, path_safe
+from dlbench.config import CONF_DIR, GROUPS, build, compose, group_options, path_safe, run_name
 from dlbench.losses import build_loss
 from dlbench.optim import build_optimizer, build_schedule
 from dlbench.regularizers import build_regularizers
@@ -79,6 +79,18 @@ def test_path_safe_makes_one_folder_name():
     long = "dataset.features=[x1,x2,x1sq,x2sq,x1x2,sin_x1,sin_x2],dataset.kind=spiral,epochs=200,lr=0.01,model.activation=tanh"
     assert path_safe(long + ",model.hidden=[8,8]") != path_safe(long + ",model.hidden=[16,16]")
     assert len(path_safe(long + ",model.hidden=[8,8]")) == 120
+
+
+def test_a_sweep_names_its_run_folders_with_run_name():
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    overrides = ["model=cnn", "lr=0.01", "dataset.root=/tmp/x"]
+    assert run_name(overrides) == "dataset.root=_tmp_x,lr=0.01,model=cnn"  # sorted, whatever the typed order
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = hydra_compose("train", overrides=overrides, return_hydra_config=True)
+    assert cfg.hydra.sweep.subdir == run_name(overrides)
+    assert cfg.hydra.run.dir.endswith("_" + run_name(overrides))
 
 
 def test_conf_dir_is_the_repository_conf():

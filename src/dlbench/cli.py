@@ -15,7 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from dlbench.config import CONF_DIR, GROUPS, build, compose, group_options, path_safe
+from dlbench.config import CONF_DIR, GROUPS, build, compose, group_options, run_name
 from dlbench.sweep import available_cpus, failed_runs, launched, objective_value, recorded_sweep, threads_per_job
 
 log = logging.getLogger("dlbench")
@@ -98,8 +98,8 @@ def _with_run_dir(args: list[str]) -> tuple[list[str], Path | None]:
     if multirun:
         base = Path("outputs/sweeps") / stamp
     else:
-        overrides = sorted(a for a in args if "=" in a and not a.startswith(("hydra.", "hydra/", "-")))
-        base = Path("outputs/runs") / (stamp + ("_" + path_safe(",".join(overrides)) if overrides else ""))
+        overrides = [a for a in args if "=" in a and not a.startswith(("hydra.", "hydra/", "-"))]
+        base = Path("outputs/runs") / (stamp + ("_" + run_name(overrides) if overrides else ""))
     path = _make_unique_dir(base)
     return [*args, f"{key}='{path}'"], path
 

@@ -1,6 +1,7 @@
 """Where the configs live, the resolvers they use, and composing them outside the CLI."""
 import hashlib
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 from hydra import compose as hydra_compose
@@ -25,7 +26,15 @@ def path_safe(text: str, max_len: int = 120) -> str:
     return f"{safe[:max_len - 11]}~{digest}"
 
 
-OmegaConf.register_new_resolver("path_safe", path_safe, replace=True)
+def run_name(overrides: Iterable[str]) -> str:
+    """The folder name of a run: its overrides, sorted, as one path-safe string. The run folders
+    `dlbench train` makes, the sweep subfolders conf/train.yaml names and the runs `dlbench
+    report` expects but cannot find all come from here, so they never disagree."""
+    return path_safe(",".join(sorted(overrides)))
+
+
+OmegaConf.register_new_resolver("path_safe", path_safe, replace=True)  # older runs' saved hydra.yaml name it
+OmegaConf.register_new_resolver("run_name", run_name, replace=True)
 
 
 def group_options(group: str) -> list[str]:
