@@ -64,6 +64,29 @@ def test_defaults_are_the_documented_ones():
     assert (cfg.device, cfg.target_acc, cfg.dataset.val_split) == ("auto", 0.85, 0.1)
 
 
+@pytest.mark.parametrize("group", GROUPS)
+def test_base_configs_are_not_choices(group):
+    assert not [option for option in group_options(group) if option.startswith("_")]
+    assert set(group_options(group)) <= {p.stem for p in (CONF_DIR / group).glob("*.yaml")}
+
+
+def test_every_model_config_inherits_init_and_init_std():
+    assert (CONF_DIR / "model" / "_base.yaml").is_file()
+    for option in group_options("model"):
+        model = compose([f"model={option}"]).model
+        assert (model._target_, model.name, model.init, model.init_std) == (
+            "dlbench.models.create_model", option, "default", 0.01), option
+
+
+def test_image_datasets_inherit_their_shared_keys():
+    for option in ("fashion_mnist", "mnist", "digits"):
+        dataset = compose([f"dataset={option}"]).dataset
+        assert (dataset._target_, dataset.name, dataset.val_split, dataset.label_noise) == (
+            "dlbench.data.build_dataset", option, 0.1, 0.0), option
+        assert {"limit", "imbalance", "sampler", "resize"} <= set(dataset), option
+    assert compose(["dataset=mnist"]).dataset.mirror == "/usr/share/datasets/mnist"  # its own, not Fashion-MNIST's
+
+
 def test_unknown_model_composition_lists_the_valid_names():
     with pytest.raises(Exception) as err:
         compose(["model=nosuch"])

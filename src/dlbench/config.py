@@ -38,7 +38,8 @@ OmegaConf.register_new_resolver("run_name", run_name, replace=True)
 
 
 def group_options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+    # a leading underscore marks a base that options extend (model/_base.yaml), not a choice
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml") if not p.stem.startswith("_"))
 
 
 def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
