@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from dlbench.config import CONF_DIR, GROUPS, build, compose, group_options, path_safe, run_name
+from dlbench.config import CONF_DIR, GROUPS, build, compose, group_options, path_safe, registered_models, run_name
 from dlbench.losses import build_loss
 from dlbench.optim import build_optimizer, build_schedule
 from dlbench.regularizers import build_regularizers
@@ -85,6 +85,12 @@ def test_image_datasets_inherit_their_shared_keys():
             "dlbench.data.build_dataset", option, 0.1, 0.0), option
         assert {"limit", "imbalance", "sampler", "resize"} <= set(dataset), option
     assert compose(["dataset=mnist"]).dataset.mirror == "/usr/share/datasets/mnist"  # its own, not Fashion-MNIST's
+
+
+def test_registered_models_read_from_the_source_are_the_registry():
+    from dlbench.models import MODELS
+
+    assert registered_models() == set(MODELS)
 
 
 def test_unknown_model_composition_lists_the_valid_names():

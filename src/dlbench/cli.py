@@ -1,11 +1,8 @@
-"""`dlbench train|resume|report|list|data`: thin dispatch to the modules that do the work."""
-import os
-import shutil
-import subprocess
+"""`dlbench <command>`: dispatch only. Each command's module is imported when the command runs, so
+`dlbench list` and `dlbench report` start without torch."""
 import sys
-from pathlib import Path
-
-from dlbench.config import GROUPS, build, compose, group_options
+from collections.abc import Callable
+from importlib import import_module
 
 USAGE = """usage: dlbench <command> [arguments]
 
@@ -25,108 +22,26 @@ USAGE = """usage: dlbench <command> [arguments]
 `dlbench train --help` shows the composed config and every group; `--cfg job` prints it.
 """
 
-def cmd_train(args: list[str]) -> int:
-    from dlbench.launch import train_main
 
-    return train_main(args)
+def _lazy(target: str) -> Callable[[list[str]], int]:
+    """'module:function' as a command that imports its module only when it runs."""
+    module, name = target.split(":")
 
-
-def cmd_resume(args: list[str]) -> int:
-    from dlbench.launch import resume_main
-
-    return resume_main(args)
+    def command(args: list[str]) -> int:
+        return getattr(import_module(module), name)(args)
+    return command
 
 
-def cmd_report(args: list[str]) -> int:
-    from dlbench.report import main as report_main
-
-    return report_main(args)
-
-
-def cmd_list(args: list[str]) -> int:
-    from dlbench.models import MODELS
-
-    for group in GROUPS:
-        options = group_options(group)
-        print(f"{group + ':':<13}{' '.join(options) if options else '(none yet)'}")
-    unconfigured = sorted(set(MODELS) - set(group_options("model")))
-    if unconfigured:
-        print(f"{'':<13}(registered without a config: {' '.join(unconfigured)})")
-    return 0
-
-
-def cmd_data(args: list[str]) -> int:
-    from dlbench.data import DataNotFoundError
-    from dlbench.data.vision import DEBIAN_PACKAGES
-
-    for name in args or ["fashion_mnist"]:
-        if name not in group_options("dataset"):
-            sys.exit(f"dlbench: unknown dataset {name!r}; valid: {' '.join(group_options('dataset'))}")
-        cfg = compose([f"dataset={name}"])
-        try:
-            data = build(cfg.dataset)
-        except DataNotFoundError as err:
-            package = DEBIAN_PACKAGES.get(name)
-            if not (package and shutil.which("apt-get") and os.geteuid() == 0):
-                sys.exit(f"dlbench: {err}")
-            print(f"{name}: not on disk; installing Debian's {package}", flush=True)
-            subprocess.run(["apt-get", "update", "-q"], check=True)
-            subprocess.run(["apt-get", "install", "-y", "-q", package], check=True)
-            data = build(cfg.dataset)
-        splits = ", ".join(f"{len(s):,} {k}" for k, s in
-                           {"train": data.train, "val": data.val, "test": data.test}.items() if s is not None)
-        outputs = f"{data.num_classes} classes" if len(data.classes) else f"{data.num_classes} regression target"
-        print(f"{name}: {splits} examples of shape {tuple(data.in_shape)}, {outputs}")
-    return 0
-
-
-def cmd_interpolate(args: list[str]) -> int:
-    import argparse
-
-    from dlbench.analysis import interpolate
-
-    parser = argparse.ArgumentParser(prog="dlbench interpolate")
-    parser.add_argument("run_a", type=Path)
-    parser.add_argument("run_b", type=Path)
-    parser.add_argument("--alphas", default="-0.5:1.5:21", help="FROM:TO:N, evenly spaced (default -0.5:1.5:21)")
-    parser.add_argument("--out", type=Path)
-    ns = parser.parse_args(args)
-    lo, hi, n = ns.alphas.split(":")
-    alphas = [float(lo) + (float(hi) - float(lo)) * i / (int(n) - 1) for i in range(int(n))]
-    for row in interpolate(ns.run_a, ns.run_b, alphas, ns.out):
-        print("  ".join(f"{k} {v:.4f}" for k, v in row.items()))
-    return 0
-
-
-def cmd_trajectory(args: list[str]) -> int:
-    import argparse
-
-    from dlbench.analysis import trajectory
-
-    parser = argparse.ArgumentParser(prog="dlbench trajectory")
-    parser.add_argument("runs", type=Path, nargs="+")
-    parser.add_argument("--color", default="val/loss", help="the metric that colours the points")
-    parser.add_argument("--out", type=Path)
-    ns = parser.parse_args(args)
-    rows = trajectory(ns.runs, ns.color, ns.out)
-    print(f"{len(rows)} snapshots of {len(ns.runs)} run(s) -> {(ns.out or ns.runs[0].parent / 'trajectory')}")
-    return 0
-
-
-
-def cmd_info(args: list[str]) -> int:
-    import json
-
-    from dlbench.info import info, render
-
-    overrides = [a for a in args if a != "--json"]
-    report = info(compose(overrides))
-    print(json.dumps(report, indent=2) if "--json" in args else render(report))
-    return 0
-
-
-COMMANDS = {"train": cmd_train, "resume": cmd_resume, "report": cmd_report, "list": cmd_list, "data": cmd_data,
-            "info": cmd_info, "interpolate": cmd_interpolate, "trajectory": cmd_trajectory}
+COMMANDS = {
+    "train": _lazy("dlbench.launch:train_main"),
+    "resume": _lazy("dlbench.launch:resume_main"),
+    "report": _lazy("dlbench.report:main"),
+    "list": _lazy("dlbench.config:list_main"),
+    "data": _lazy("dlbench.data.install:main"),
+    "info": _lazy("dlbench.info:main"),
+    "interpolate": _lazy("dlbench.analysis:interpolate_main"),
+    "trajectory": _lazy("dlbench.analysis:trajectory_main"),
+}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,4 +1,6 @@
-"""Where the configs live, the resolvers they use, and composing them outside the CLI."""
+"""Where the configs live, the resolvers they use, composing them outside the CLI, and `dlbench list`
+of what they can name."""
+import ast
 import hashlib
 import re
 from collections.abc import Iterable
@@ -40,6 +42,28 @@ OmegaConf.register_new_resolver("run_name", run_name, replace=True)
 def group_options(group: str) -> list[str]:
     # a leading underscore marks a base that options extend (model/_base.yaml), not a choice
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml") if not p.stem.startswith("_"))
+
+
+def registered_models() -> set[str]:
+    """The names `@register_model` gives in dlbench/models/, read from the source: importing the
+    registry imports torch, which would make `dlbench list` take seconds instead of a moment."""
+    names = set()
+    for path in (Path(__file__).resolve().parent / "models").glob("*.py"):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.FunctionDef) and any(
+                    isinstance(d, ast.Name) and d.id == "register_model" for d in node.decorator_list):
+                names.add(node.name)
+    return names
+
+
+def list_main(args: list[str]) -> int:
+    for group in GROUPS:
+        options = group_options(group)
+        print(f"{group + ':':<13}{' '.join(options) if options else '(none yet)'}")
+    unconfigured = sorted(registered_models() - set(group_options("model")))
+    if unconfigured:
+        print(f"{'':<13}(registered without a config: {' '.join(unconfigured)})")
+    return 0
 
 
 def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
