@@ -130,6 +130,14 @@ def test_list_names_every_group_option(in_tmp):
     assert {"sgd", "adam"} <= set(lines["optimizer"]) and {"none", "step"} <= set(lines["scheduler"])
 
 
+def test_list_and_report_start_without_torch(in_tmp):
+    # dispatch imports only the command's module: a listing or a table need not wait for torch
+    code = ("import sys\nfrom dlbench.cli import main\nfor argv in (['list'], ['report', '.']):\n"
+            "    try:\n        main(argv)\n    except SystemExit:\n        pass\nprint('torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=in_tmp, capture_output=True, text=True, timeout=120)
+    assert proc.stdout.splitlines()[-1] == "False", proc.stderr
+
+
 def test_data_prints_the_splits_of_generated_and_bundled_datasets(capsys):
     from dlbench.cli import main
 

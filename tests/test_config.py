@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from dlbench.config import CONF_DIR, GROUPS, build, compose, group_options, path_safe
+from dlbench.config import CONF_DIR, GROUPS, build, compose, group_options, path_safe, registered_models, run_name
 from dlbench.losses import build_loss
 from dlbench.optim import build_optimizer, build_schedule
 from dlbench.regularizers import build_regularizers
@@ -66,6 +66,35 @@ def test_defaults_are_the_documented_ones():
     assert (cfg.device, cfg.target_acc, cfg.dataset.val_split) == ("auto", 0.85, 0.1)
 
 
+@pytest.mark.parametrize("group", GROUPS)
+def test_base_configs_are_not_choices(group):
+    assert not [option for option in group_options(group) if option.startswith("_")]
+    assert set(group_options(group)) <= {p.stem for p in (CONF_DIR / group).glob("*.yaml")}
+
+
+def test_every_model_config_inherits_init_and_init_std():
+    assert (CONF_DIR / "model" / "_base.yaml").is_file()
+    for option in group_options("model"):
+        model = compose([f"model={option}"]).model
+        assert (model._target_, model.name, model.init, model.init_std) == (
+            "dlbench.models.create_model", option, "default", 0.01), option
+
+
+def test_image_datasets_inherit_their_shared_keys():
+    for option in ("fashion_mnist", "mnist", "digits"):
+        dataset = compose([f"dataset={option}"]).dataset
+        assert (dataset._target_, dataset.name, dataset.val_split, dataset.label_noise) == (
+            "dlbench.data.build_dataset", option, 0.1, 0.0), option
+        assert {"limit", "imbalance", "sampler", "resize"} <= set(dataset), option
+    assert compose(["dataset=mnist"]).dataset.mirror == "/usr/share/datasets/mnist"  # its own, not Fashion-MNIST's
+
+
+def test_registered_models_read_from_the_source_are_the_registry():
+    from dlbench.models import MODELS
+
+    assert registered_models() == set(MODELS)
+
+
 def test_unknown_model_composition_lists_the_valid_names():
     with pytest.raises(Exception) as err:
         compose(["model=nosuch"])
@@ -81,6 +110,18 @@ def test_path_safe_makes_one_folder_name():
     long = "dataset.features=[x1,x2,x1sq,x2sq,x1x2,sin_x1,sin_x2],dataset.kind=spiral,epochs=200,lr=0.01,model.activation=tanh"
     assert path_safe(long + ",model.hidden=[8,8]") != path_safe(long + ",model.hidden=[16,16]")
     assert len(path_safe(long + ",model.hidden=[8,8]")) == 120
+
+
+def test_a_sweep_names_its_run_folders_with_run_name():
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    overrides = ["model=cnn", "lr=0.01", "dataset.root=/tmp/x"]
+    assert run_name(overrides) == "dataset.root=_tmp_x,lr=0.01,model=cnn"  # sorted, whatever the typed order
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = hydra_compose("train", overrides=overrides, return_hydra_config=True)
+    assert cfg.hydra.sweep.subdir == run_name(overrides)
+    assert cfg.hydra.run.dir.endswith("_" + run_name(overrides))
 
 
 def test_conf_dir_is_the_repository_conf():

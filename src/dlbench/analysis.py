@@ -1,4 +1,5 @@
 """Analyses over finished runs: `dlbench interpolate` and `dlbench trajectory`."""
+import argparse
 import csv
 import json
 from pathlib import Path
@@ -128,3 +129,28 @@ def _plot_trajectory(rows: list[dict], color: str, explained: list[float], path:
     ax.set_title("weight trajectories (x: before training)", fontsize=9)
     fig.tight_layout()
     save_figure(fig, path)
+
+
+def interpolate_main(args: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="dlbench interpolate")
+    parser.add_argument("run_a", type=Path)
+    parser.add_argument("run_b", type=Path)
+    parser.add_argument("--alphas", default="-0.5:1.5:21", help="FROM:TO:N, evenly spaced (default -0.5:1.5:21)")
+    parser.add_argument("--out", type=Path)
+    ns = parser.parse_args(args)
+    lo, hi, n = ns.alphas.split(":")
+    alphas = [float(lo) + (float(hi) - float(lo)) * i / (int(n) - 1) for i in range(int(n))]
+    for row in interpolate(ns.run_a, ns.run_b, alphas, ns.out):
+        print("  ".join(f"{k} {v:.4f}" for k, v in row.items()))
+    return 0
+
+
+def trajectory_main(args: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="dlbench trajectory")
+    parser.add_argument("runs", type=Path, nargs="+")
+    parser.add_argument("--color", default="val/loss", help="the metric that colours the points")
+    parser.add_argument("--out", type=Path)
+    ns = parser.parse_args(args)
+    rows = trajectory(ns.runs, ns.color, ns.out)
+    print(f"{len(rows)} snapshots of {len(ns.runs)} run(s) -> {(ns.out or ns.runs[0].parent / 'trajectory')}")
+    return 0

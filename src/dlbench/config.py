@@ -1,6 +1,9 @@
-"""Where the configs live, the resolvers they use, and composing them outside the CLI."""
+"""Where the configs live, the resolvers they use, composing them outside the CLI, and `dlbench list`
+of what they can name."""
+import ast
 import hashlib
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 from hydra import compose as hydra_compose
@@ -29,11 +32,42 @@ def path_safe(text: str, max_len: int = 120) -> str:
     return f"{safe[:max_len - 11]}~{digest}"
 
 
-OmegaConf.register_new_resolver("path_safe", path_safe, replace=True)
+def run_name(overrides: Iterable[str]) -> str:
+    """The folder name of a run: its overrides, sorted, as one path-safe string. The run folders
+    `dlbench train` makes, the sweep subfolders conf/train.yaml names and the runs `dlbench
+    report` expects but cannot find all come from here, so they never disagree."""
+    return path_safe(",".join(sorted(overrides)))
+
+
+OmegaConf.register_new_resolver("path_safe", path_safe, replace=True)  # older runs' saved hydra.yaml name it
+OmegaConf.register_new_resolver("run_name", run_name, replace=True)
 
 
 def group_options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+    # a leading underscore marks a base that options extend (model/_base.yaml), not a choice
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml") if not p.stem.startswith("_"))
+
+
+def registered_models() -> set[str]:
+    """The names `@register_model` gives in dlbench/models/, read from the source: importing the
+    registry imports torch, which would make `dlbench list` take seconds instead of a moment."""
+    names = set()
+    for path in (Path(__file__).resolve().parent / "models").glob("*.py"):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.FunctionDef) and any(
+                    isinstance(d, ast.Name) and d.id == "register_model" for d in node.decorator_list):
+                names.add(node.name)
+    return names
+
+
+def list_main(args: list[str]) -> int:
+    for group in GROUPS:
+        options = group_options(group)
+        print(f"{group + ':':<13}{' '.join(options) if options else '(none yet)'}")
+    unconfigured = sorted(registered_models() - set(group_options("model")))
+    if unconfigured:
+        print(f"{'':<13}(registered without a config: {' '.join(unconfigured)})")
+    return 0
 
 
 def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:

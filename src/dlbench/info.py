@@ -7,6 +7,7 @@ mode, so batch norm and dropout behave per example) and the memory is multiplied
 Activation memory is the sum of every layer's output: an estimate of what training keeps for the
 backward pass (in-place activations share memory, some ops save their inputs instead).
 """
+import json
 import math
 from dataclasses import asdict, dataclass
 
@@ -15,7 +16,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from dlbench.config import build
+from dlbench.config import build, compose
 from dlbench.data import DataShape, data_shape
 
 
@@ -246,3 +247,10 @@ def render(report: dict) -> str:
         lines.append(f"{title + ':':<24}" + ", ".join(
             f"{t['name']} {t['kind']} {fmt(t[value_key])} ({t['share']:.0%})" for t in report[key]))
     return "\n".join(lines)
+
+
+def main(args: list[str]) -> int:
+    overrides = [a for a in args if a != "--json"]
+    report = info(compose(overrides))
+    print(json.dumps(report, indent=2) if "--json" in args else render(report))
+    return 0

@@ -124,11 +124,11 @@ def planned_runs(sweep_dir: Path) -> list[dict[str, str]]:
 
 def not_started(sweep_dir: Path, runs: list[Run]) -> list[Run]:
     """Runs of the recorded grid with no folder yet: a report of a partial sweep shows them."""
-    from dlbench.config import path_safe
+    from dlbench.config import run_name
 
     found = [r.overrides for r in runs]
-    return [Run(sweep_dir / path_safe(",".join(sorted(f"{k}={v}" for k, v in o.items()))), o,
-                {"status": "not started"}) for o in planned_runs(sweep_dir) if o not in found]
+    return [Run(sweep_dir / run_name(f"{k}={v}" for k, v in o.items()), o, {"status": "not started"})
+            for o in planned_runs(sweep_dir) if o not in found]
 
 
 def load_runs(paths: list[Path], target: float | None = None) -> list[Run]:
