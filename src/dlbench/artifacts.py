@@ -97,45 +97,6 @@ def epochs_to_target(history: list[dict], metric: str, target: float) -> tuple[i
     return None, None
 
 
-def build_summary(state) -> dict:
-    import torch  # here, not at the top: `dlbench report` reads run folders without loading torch
-
-    from dlbench.models import count_params
-
-    cfg, task, last = state.cfg, state.task, (state.history[-1] if state.history else {})
-    epoch_hit, seconds_hit = (epochs_to_target(state.history, state.monitor, cfg.target_acc) if task.has_target
-                              else (None, None))
-    return {
-        "status": state.status,
-        "task": task.name,
-        "dataset": cfg.dataset.name,
-        "model": cfg.model.name,
-        "optimizer": cfg.optimizer._target_.rsplit(".", 1)[-1],
-        "loss": cfg.loss._target_.rsplit(".", 1)[-1],
-        "epochs": cfg.epochs,
-        "epochs_completed": state.epoch,
-        **{k: v for k, v in last.items() if k != "epoch"},  # the last epoch's metrics
-        f"best/{state.monitor}": state.best.get(state.monitor),
-        "best/epoch": state.best.get("epoch"),
-        "target_acc": cfg.target_acc if task.has_target else None,
-        "target_metric": state.monitor,
-        "epochs_to_target": epoch_hit,
-        "seconds_to_target": seconds_hit,
-        "params": count_params(state.model),
-        "wall_seconds": round(state.wall_seconds, 3),
-        "train_examples_per_second": (round(state.train_examples / state.train_seconds, 1)
-                                      if state.train_seconds else None),
-        "device": str(state.device),
-        "threads": torch.get_num_threads(),  # throughput depends on it; parallel sweeps split the cores
-        "seed": cfg.seed,
-        "overrides": state.overrides,
-        "report_columns": task.report_columns(state.monitor),  # what `dlbench report` shows by default
-        **state.recorder.summary,
-        "diverged": state.diverged,
-        "error": state.error,
-    }
-
-
 def failed_at_start(cfg, overrides: list[str], error: str, previous: dict | None = None) -> dict:
     """The summary of a run that raised before its first epoch (a bad config value, missing data):
     what is known of it, over whatever an earlier attempt in the same folder recorded."""

@@ -14,6 +14,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from dlbench.config import CONF_DIR, run_name
+from dlbench.errors import DataNotFoundError
 from dlbench.sweep import available_cpus, failed_runs, launched, objective_value, recorded_sweep, threads_per_job
 
 log = logging.getLogger("dlbench")
@@ -26,9 +27,8 @@ INFO_FLAGS = {"--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i", "--
 def _job(cfg: DictConfig) -> float | None:
     """One run of `dlbench train`, in this process or a launcher's worker. It returns the run's
     `objective` value, which is what a sweeper such as Optuna optimises."""
-    import torch
+    import torch  # here: `dlbench train --help` and a bad override answer without loading torch
 
-    from dlbench.data import DataNotFoundError
     from dlbench.train import run
 
     hydra_cfg = HydraConfig.get()

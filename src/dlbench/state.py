@@ -7,7 +7,9 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from dlbench.artifacts import epochs_to_target
 from dlbench.metrics import improves
+from dlbench.models.registry import count_params
 from dlbench.optim import Schedule
 from dlbench.recorder import Recorder
 from dlbench.status import Status
@@ -64,3 +66,38 @@ class RunState:
         value = metrics.get(self.monitor)
         if value is not None and improves(self.monitor, value, self.best.get(self.monitor)):
             self.best = {self.monitor: value, "epoch": self.epoch}
+
+    def summary(self) -> dict:
+        """summary.json: the run as it stands now."""
+        cfg, task, last = self.cfg, self.task, (self.history[-1] if self.history else {})
+        epoch_hit, seconds_hit = (epochs_to_target(self.history, self.monitor, cfg.target_acc) if task.has_target
+                                  else (None, None))
+        return {
+            "status": self.status,
+            "task": task.name,
+            "dataset": cfg.dataset.name,
+            "model": cfg.model.name,
+            "optimizer": cfg.optimizer._target_.rsplit(".", 1)[-1],
+            "loss": cfg.loss._target_.rsplit(".", 1)[-1],
+            "epochs": cfg.epochs,
+            "epochs_completed": self.epoch,
+            **{k: v for k, v in last.items() if k != "epoch"},  # the last epoch's metrics
+            f"best/{self.monitor}": self.best.get(self.monitor),
+            "best/epoch": self.best.get("epoch"),
+            "target_acc": cfg.target_acc if task.has_target else None,
+            "target_metric": self.monitor,
+            "epochs_to_target": epoch_hit,
+            "seconds_to_target": seconds_hit,
+            "params": count_params(self.model),
+            "wall_seconds": round(self.wall_seconds, 3),
+            "train_examples_per_second": (round(self.train_examples / self.train_seconds, 1)
+                                          if self.train_seconds else None),
+            "device": str(self.device),
+            "threads": torch.get_num_threads(),  # throughput depends on it; parallel sweeps split the cores
+            "seed": cfg.seed,
+            "overrides": self.overrides,
+            "report_columns": task.report_columns(self.monitor),  # what `dlbench report` shows by default
+            **self.recorder.summary,
+            "diverged": self.diverged,
+            "error": self.error,
+        }

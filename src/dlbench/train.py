@@ -10,7 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from dlbench import checkpoint
-from dlbench.artifacts import build_summary, failed_at_start, plot_curves, read_json, write_json_atomic
+from dlbench.artifacts import failed_at_start, plot_curves, read_json, write_json_atomic
 from dlbench.callbacks import Callback, Callbacks
 from dlbench.callbacks.divergence import DivergenceGuard
 from dlbench.callbacks.progress import EpochLog, ProgressBar, wants_progress_bar
@@ -94,7 +94,7 @@ def fit(state: RunState, callbacks: Callbacks) -> dict:
         state.recorder.sinks.append(TensorBoardSink(state.run_dir, state.cfg, fresh=state.epoch == 0))
     try:
         callbacks.on_run_start(state)
-        write_json_atomic(state.run_dir / "summary.json", build_summary(state))
+        write_json_atomic(state.run_dir / "summary.json", state.summary())
         while state.epoch < state.cfg.epochs and not state.should_stop:
             run_epoch(state, callbacks)
         state.status = Status.DIVERGED if state.diverged else Status.COMPLETED
@@ -109,7 +109,7 @@ def fit(state: RunState, callbacks: Callbacks) -> dict:
     finally:
         state.ended = time.perf_counter()
         end_run(state, callbacks)
-    return build_summary(state)
+    return state.summary()
 
 
 def end_run(state: RunState, callbacks: Callbacks) -> None:
@@ -120,7 +120,7 @@ def end_run(state: RunState, callbacks: Callbacks) -> None:
         state.status, state.error = Status.FAILED, traceback.format_exc()
         raise
     finally:
-        write_json_atomic(state.run_dir / "summary.json", build_summary(state))
+        write_json_atomic(state.run_dir / "summary.json", state.summary())
         if state.history:
             title = f"{state.cfg.model.name} on {state.cfg.dataset.name}  {' '.join(state.overrides)}"
             plot_curves(state.history, state.run_dir / "plots" / "curves.png", title=title)
@@ -146,7 +146,7 @@ def run_epoch(state: RunState, callbacks: Callbacks) -> None:
     state.end_epoch(metrics, train_seconds, examples)
     callbacks.on_epoch_end(state, metrics)  # may add to metrics (probes) or ask to stop
     state.recorder.epoch(metrics)
-    write_json_atomic(state.run_dir / "summary.json", build_summary(state))
+    write_json_atomic(state.run_dir / "summary.json", state.summary())
     if state.cfg.trainer.checkpoint:
         checkpoint.save(state, callbacks)
 

@@ -3,7 +3,7 @@ import os
 import sys
 
 from dlbench.callbacks import Callback
-from dlbench.models import count_params
+from dlbench.models.registry import count_params
 
 log = logging.getLogger("dlbench")
 

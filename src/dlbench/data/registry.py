@@ -1,6 +1,7 @@
 """The dataset sources (raw files by name) and the shape of each dataset from its config alone."""
 from collections.abc import Callable
 
+from dlbench.config import build
 from dlbench.data.base import DataShape, RawData
 
 SOURCES: dict[str, Callable[..., RawData]] = {}
@@ -25,7 +26,5 @@ def data_shape(node) -> DataShape:
     """From the table when the dataset is in it, else by building the dataset (slower, but right)."""
     if node.name in SHAPES:
         return SHAPES[node.name](node)
-    from dlbench.config import build
-
     data = build(node)
     return DataShape(tuple(data.in_shape), data.num_classes, data.task)

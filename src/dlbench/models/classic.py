@@ -1,7 +1,7 @@
 """The classic convolutional nets as the textbooks build them: LeNet-5, AlexNet (three sizes), VGG."""
 from torch import nn
 
-from dlbench.models import register_model
+from dlbench.models.registry import register_model
 from dlbench.models.layers import flat_features
 
 

@@ -3,7 +3,7 @@ blocks in five stages, global average pooling, one linear layer."""
 import torch
 from torch import nn
 
-from dlbench.models import register_model
+from dlbench.models.registry import register_model
 
 
 class Inception(nn.Module):

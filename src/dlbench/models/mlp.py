@@ -2,7 +2,7 @@ import math
 
 from torch import nn
 
-from dlbench.models import register_model
+from dlbench.models.registry import register_model
 from dlbench.models.layers import dense_stack
 
 

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dlbench.models import register_model
+from dlbench.models.registry import register_model
 
 
 class Residual(nn.Module):
