@@ -57,3 +57,18 @@ def test_hparams_record_the_config_and_the_outcome(events):
 def test_sample_images_are_logged(events):
     acc, _ = events
     assert "samples" in acc.Tags()["images"]
+
+
+def test_the_recorder_reaches_tensorboard_with_every_kind_of_record(tmp_path):
+    """Figures drawn by callbacks at start and end, histograms from a probe, and the sample grid,
+    whichever callback wrote them and whenever: all in the one event file."""
+    folder = tmp_path / "run"
+    run(digits_cfg("epochs=2", "probe=weight_norm", "logger.sample_images=10"), run_dir=folder)
+    acc = EventAccumulator(str(folder), size_guidance={"images": 0, "histograms": 0})
+    acc.Reload()
+    assert {"samples", "class_distribution", "confusion"} <= set(acc.Tags()["images"])
+    samples = acc.Images("samples")[0]
+    assert samples.step == 0 and samples.width > samples.height  # 10 images: a row of 8 and a row of 2
+    assert [e.step for e in acc.Histograms("weights/1")] == [1, 2]
+    assert acc.Histograms("weights/1")[0].histogram_value.num == 64 * 64  # digits' 64 pixels into 64 units
+    assert (folder / "plots" / "confusion.png").stat().st_size > 1000

@@ -15,15 +15,16 @@ def pyplot():
 
 def save_figure(fig, path: Path | None, pixels: bool = False):
     """Write fig to path as a PNG (path None: no file) and close it. With pixels=True, also return
-    the picture as an (H, W, 3) uint8 array, for the image sinks of a run (TensorBoard)."""
+    the picture as an (H, W, 3) uint8 array, for the image sinks of a run (TensorBoard). One render
+    serves both: the file is written from the rendered pixels, not drawn again."""
+    import numpy as np
+    from matplotlib.image import imsave
+
+    fig.canvas.draw()
+    rgba = np.asarray(fig.canvas.buffer_rgba())  # (H, W, 4) uint8, at the figure's dpi
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100)
-    image = None
-    if pixels:
-        import numpy as np
-
-        fig.canvas.draw()
-        image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+        imsave(path, rgba)
+    image = rgba[..., :3].copy() if pixels else None
     pyplot().close(fig)
     return image

@@ -115,7 +115,7 @@ def fit(state: RunState, callbacks: Callbacks) -> dict:
 def end_run(state: RunState, callbacks: Callbacks) -> None:
     """The callbacks' last word, then the run's files: a callback that fails here fails the run."""
     try:
-        callbacks.on_run_end(state)
+        callbacks.close(state)
     except Exception:
         state.status, state.error = Status.FAILED, traceback.format_exc()
         raise

@@ -50,7 +50,7 @@ class Callbacks:
         for c in self.callbacks:
             c.on_epoch_end(state, metrics)
 
-    def on_run_end(self, state) -> None:
+    def close(self, state) -> None:
         """on_train_end then on_run_end on every callback, even when one raises: one failing
         writer must not keep the others from closing. A finished run fails with the first error;
         an interrupted or failed one keeps its own error and logs these."""

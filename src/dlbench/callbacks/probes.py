@@ -112,8 +112,9 @@ class GradNorm(Callback):
 
 
 class WeightStats(Callback):
-    """Every epoch, per layer: the weight norm and the fraction of dead ReLUs, units whose output
-    is zero for every example of a fixed evaluation subset (a conv unit is a channel)."""
+    """Every epoch, per layer: the weight norm (and the weights' histogram in TensorBoard) and the
+    fraction of dead ReLUs, units whose output is zero for every example of a fixed evaluation
+    subset (a conv unit is a channel)."""
 
     def __init__(self, examples: int = 1000):
         self.examples = examples
@@ -124,6 +125,7 @@ class WeightStats(Callback):
         for name, module in model.named_modules():
             if isinstance(module, (nn.Linear, nn.Conv2d)):
                 metrics[f"weights/norm/{name}"] = module.weight.norm().item()
+                state.recorder.histogram(f"weights/{name}", module.weight.detach().cpu(), metrics["epoch"])
         metrics.update(dead_relu_fractions(model, _eval_subset(state.data, self.examples)[0]))
 
 
