@@ -2,7 +2,6 @@
 scored, the metric a run is judged by, the loss its targets need, what it draws at the end, and
 what `info`, `interpolate` and `report` need to know. Nothing outside dlbench.tasks compares a
 task's name: it asks the task."""
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
