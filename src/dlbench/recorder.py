@@ -35,17 +35,18 @@ class Recorder:
         for key, value in metrics.items():
             if key != "epoch" and value is not None:
                 self.scalar(key, value, metrics["epoch"])
+        self._each("flush")
+
+    def _each(self, method: str, *args) -> None:
         for sink in self.sinks:
-            sink.flush()
+            getattr(sink, method)(*args)
 
     def scalar(self, name: str, value: float, step: int) -> None:
-        for sink in self.sinks:
-            sink.scalar(name, value, step)
+        self._each("scalar", name, value, step)
 
     def image(self, name: str, image, step: int) -> None:
         """image: (H, W, 3) uint8."""
-        for sink in self.sinks:
-            sink.image(name, image, step)
+        self._each("image", name, image, step)
 
     def figure(self, name: str, fig, step: int) -> None:
         """plots/<name>.png, and the picture to the sinks."""
@@ -54,21 +55,17 @@ class Recorder:
             self.image(name, image, step)
 
     def text(self, name: str, text: str, step: int) -> None:
-        for sink in self.sinks:
-            sink.text(name, text, step)
+        self._each("text", name, text, step)
 
     def histogram(self, name: str, values, step: int) -> None:
-        for sink in self.sinks:
-            sink.histogram(name, values, step)
+        self._each("histogram", name, values, step)
 
     def embedding(self, name: str, features, labels: list[str], step: int) -> None:
         """features: (N, D), one label per row."""
-        for sink in self.sinks:
-            sink.embedding(name, features, labels, step)
+        self._each("embedding", name, features, labels, step)
 
     def close(self, status: str) -> None:
-        for sink in self.sinks:
-            sink.close(status)
+        self._each("close", status)
 
 
 class TensorBoardSink:
