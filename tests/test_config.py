@@ -37,10 +37,11 @@ def test_every_group_option_composes_and_instantiates(group):
             schedule = build_schedule(node, opt, epochs=3, steps_per_epoch=10)
             assert (schedule.main is None) == (option == "none")
         elif group == "loss":
-            data = build(compose(["dataset=digits"]).dataset, seed=0)
+            two_classes = option == "bce"  # binary cross-entropy judges two classes only
+            data = build(compose(["dataset=playground" if two_classes else "dataset=digits"]).dataset, seed=0)
             loss = build_loss(node, data)
             assert isinstance(loss, torch.nn.Module)
-            assert loss(torch.randn(4, 10), torch.tensor([0, 1, 0, 1])).dim() == 0
+            assert loss(torch.randn(4, data.num_classes), torch.tensor([0, 1, 0, 1])).dim() == 0
         elif group == "regularizer":
             data = build(cfg.dataset, seed=0)
             model = build(cfg.model, in_shape=(1, 8, 8), num_classes=10)

@@ -147,7 +147,8 @@ def test_l2_and_weight_decay_both_shrink_weights_and_differ(in_tmp):
 def test_early_stopping_stops_at_the_patience_and_restores_the_best_weights(tmp_path):
     model = nn.Linear(2, 2)
     state = SimpleNamespace(run_dir=tmp_path, model=model, device="cpu", history=[], should_stop=False,
-                            recorder=SimpleNamespace(summary={}), status="completed")
+                            recorder=SimpleNamespace(summary={}), status="completed", monitor="val/loss", best={},
+                            cfg=SimpleNamespace(trainer=SimpleNamespace(checkpoint=False)))
     stopper = EarlyStopping(monitor="val/loss", mode="min", patience=3, min_delta=0.01)
     weights = {}
     for epoch, loss in enumerate([1.0, 0.8, 0.795, 0.9, 0.7995, 0.6], start=1):
@@ -179,6 +180,16 @@ def test_an_early_stopped_run_is_completed_and_reports_the_restored_model(in_tmp
     # the confusion matrix is of the restored (epoch 1) model
     matrix = torch.tensor(summary["test/confusion"])
     assert (matrix.diag().sum() / matrix.sum()).item() == pytest.approx(stop["metrics_at_best"]["test/acc"])
+    # and so is every other number: the splits' metrics, best/ and best.pt
+    at_best = stop["metrics_at_best"]
+    assert [summary[k] for k in ("test/acc", "val/loss", "train/loss")] == [at_best[k] for k in
+                                                                           ("test/acc", "val/loss", "train/loss")]
+    assert (summary["best/epoch"], summary["best/val/acc"]) == (1, at_best["val/acc"])
+    last = read_metrics(in_tmp / "r")[-1]
+    assert last["epoch"] == 3 and last["test/acc"] != summary["test/acc"]
+    best = torch.load(in_tmp / "r" / "checkpoints" / "best.pt", weights_only=False)
+    restored = torch.load(in_tmp / "r" / "checkpoints" / "early_stopping_best.pt", weights_only=False)["model"]
+    assert best["epoch"] == 1 and all(torch.equal(best["model"][k], restored[k]) for k in restored)
 
 
 def test_augmentation_keeps_labels_and_shapes_and_changes_pixels():
@@ -222,7 +233,7 @@ def test_mse_on_one_hot_trains_and_is_reported_as_such(in_tmp):
     assert summary["loss"] == "MeanSquaredError"
     logits, y = torch.tensor([[2.0, 0.0]]), torch.tensor([1])
     p = torch.softmax(logits, 1)[0]
-    assert build_loss(compose(["loss=mse"]).loss, None)(logits, y).item() == pytest.approx((p[0] ** 2 + (p[1] - 1) ** 2).item())
+    assert build(compose(["loss=mse"]).loss)(logits, y).item() == pytest.approx((p[0] ** 2 + (p[1] - 1) ** 2).item())
 
 
 def test_class_weights_are_inverse_frequency():
@@ -237,7 +248,7 @@ def test_class_weights_are_inverse_frequency():
 
 def test_bce_is_binary_cross_entropy_on_the_log_odds():
     logits, y = torch.tensor([[0.5, 2.0], [1.0, -1.0]]), torch.tensor([1, 0])
-    loss = build_loss(compose(["loss=bce"]).loss, None)(logits, y)
+    loss = build(compose(["loss=bce"]).loss)(logits, y)
     p1 = torch.sigmoid(torch.tensor([1.5, -2.0]))
     expected = -(torch.log(p1[0]) + torch.log(1 - p1[1])) / 2
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)

@@ -7,7 +7,7 @@ import statistics
 import pytest
 import yaml
 
-from dlbench.report import Best, build_table, cell_text, load_runs, lr_notes, main, markdown, table_grid
+from dlbench.report import Best, ReportError, build_table, cell_text, load_runs, lr_notes, main, markdown, table_grid
 
 ACC = {("0.1", "mlp"): [0.80, 0.84, 0.83], ("0.1", "cnn"): [0.90, 0.88, 0.91],
        ("0.01", "mlp"): [0.70, 0.72, 0.75], ("0.01", "cnn"): [0.86, 0.85, 0.80]}
@@ -142,10 +142,10 @@ def test_files_plots_and_formats(sweep, tmp_path, capsys):
 
 
 def test_unknown_keys_and_empty_folders_are_errors(sweep, tmp_path):
-    with pytest.raises(SystemExit, match="no run has the override"):
+    with pytest.raises(ReportError, match="no run has that override"):
         main([str(sweep), "--rows", "nosuch"])
     (tmp_path / "empty").mkdir()
-    with pytest.raises(SystemExit, match="no runs under"):
+    with pytest.raises(ReportError, match="no runs there"):
         main([str(tmp_path / "empty")])
 
 

@@ -60,6 +60,7 @@ def test_sized_mlp_has_the_parameter_count_nearest_the_target():
         create_model("sized_mlp", in_shape=(1,), num_classes=1, params=10, depth=8)
 
 
+@pytest.mark.slow  # seconds of training: an end-to-end check, run by make test
 def test_function_fit_learns_sinc_and_draws_it(in_tmp):
     cfg = compose(["experiment=function_fit", "epochs=6", "probe=[grad_norm,sharpness]", *QUIET])
     summary = run(cfg, run_dir=in_tmp / "fit")
@@ -116,6 +117,7 @@ def grok(*overrides: str):
                     "logger=none", "trainer.checkpoint=false", *QUIET, *overrides])
 
 
+@pytest.mark.slow  # seconds of training: an end-to-end check, run by make test
 def test_grokking_validation_follows_training_long_after_and_only_with_weight_decay(in_tmp):
     summary = run(grok(), run_dir=in_tmp / "decay")
     history = read_metrics(in_tmp / "decay")
@@ -132,6 +134,7 @@ def test_grokking_validation_follows_training_long_after_and_only_with_weight_de
     assert no_decay["val/acc"] < 0.5
 
 
+@pytest.mark.slow  # seconds of training: an end-to-end check, run by make test
 def test_the_transformer_learns_modular_addition(in_tmp):
     # its training set in 300 steps; generalising takes the long run measured in the README
     cfg = compose(["experiment=grokking", "dataset.p=23", "model.dim=32", "model.heads=2", "epochs=3",
@@ -192,6 +195,7 @@ def train_boolean(tmp, function: str, hidden: str, **_) -> dict:
     return run(cfg, run_dir=tmp / f"{function}{hidden}")
 
 
+@pytest.mark.slow  # seconds of training: an end-to-end check, run by make test
 def test_a_logistic_unit_cannot_learn_xor_and_one_hidden_layer_can(in_tmp):
     logistic_xor = train_boolean(in_tmp, "xor", "[]")
     assert logistic_xor["train/acc"] <= 0.75 and logistic_xor["test/acc"] <= 0.75  # 3 of 4 rows at most

@@ -5,6 +5,7 @@ import torch
 
 from dlbench.artifacts import read_metrics
 from dlbench.callbacks import Callback
+from dlbench.errors import RunFolderError
 from dlbench.models import MODELS
 from dlbench.train import run
 from tests.conftest import StopAfter, digits_cfg
@@ -42,7 +43,7 @@ def test_epochs_to_target_is_the_first_epoch_reaching_it(in_tmp):
     assert summary["epochs_to_target"] == first["epoch"]
     expected = sum(m["epoch_seconds"] for m in lines if m["epoch"] <= first["epoch"])
     assert summary["seconds_to_target"] == pytest.approx(expected, abs=1e-3)
-    never = run(digits_cfg("epochs=1", "target_acc=1.01"), run_dir=in_tmp / "never")
+    never = run(digits_cfg("epochs=1", "target_acc=1.0"), run_dir=in_tmp / "never")
     assert never["epochs_to_target"] is None and never["seconds_to_target"] is None
 
 
@@ -99,7 +100,7 @@ def test_resuming_with_another_config_is_refused(in_tmp, extra_callback):
     extra_callback(StopAfter(1, KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
         run(digits_cfg(), run_dir=in_tmp / "run")
-    with pytest.raises(RuntimeError, match="different config.*lr"):
+    with pytest.raises(RunFolderError, match="another config.*lr: 0.1 there, 0.5 now"):
         run(digits_cfg("lr=0.5"), run_dir=in_tmp / "run")
 
 

@@ -8,7 +8,9 @@ import torch
 from omegaconf import OmegaConf
 
 from dlbench.artifacts import read_metrics
+from dlbench.checkpoint import load as load_checkpoint
 from dlbench.config import build
+from dlbench.errors import CorruptFileError, UserError, first_line
 from dlbench.figures import pyplot, save_figure
 from dlbench.losses import build_loss
 from dlbench.probing import pca
@@ -18,8 +20,8 @@ from dlbench.runtime import resolve_device
 def _load_run(run_dir: Path) -> dict:
     path = run_dir / "checkpoints" / "last.pt"
     if not path.exists():
-        raise FileNotFoundError(f"{run_dir} has no checkpoints/last.pt (was it trained with trainer.checkpoint=true?)")
-    return torch.load(path, map_location="cpu", weights_only=False)
+        raise UserError(f"{run_dir}: no checkpoints/last.pt; give a run folder trained with trainer.checkpoint=true")
+    return load_checkpoint(path, "cpu")
 
 
 def blend(a: dict, b: dict, alpha: float) -> dict:
@@ -38,7 +40,7 @@ def interpolate(run_a: Path, run_b: Path, alphas: list[float], out: Path | None 
     ckpt_a, ckpt_b = _load_run(run_a), _load_run(run_b)
     cfg = OmegaConf.create(ckpt_a["config"])
     if ckpt_a["config"]["model"] != ckpt_b["config"]["model"]:
-        raise ValueError(f"{run_a} and {run_b} have different models; interpolation needs the same architecture")
+        raise UserError(f"{run_a} and {run_b} have different models; give two runs of the same architecture")
     dev = resolve_device(device)
     data = build(cfg.dataset, seed=cfg.seed, device=dev)  # run A's split: its training set is 'train'
     model = build(cfg.model, in_shape=data.in_shape, num_classes=data.num_classes).to(dev)
@@ -94,12 +96,17 @@ def trajectory(runs: list[Path], color: str = "val/loss", out: Path | None = Non
     for run in runs:
         files = sorted((run / "trajectory").glob("epoch_*.pt"))
         if not files:
-            raise FileNotFoundError(f"{run} has no trajectory/ snapshots: train it with probe=trajectory")
+            raise UserError(f"{run}: no trajectory/ snapshots; train it with probe=trajectory")
         by_epoch = {m["epoch"]: m for m in read_metrics(run)}
+        if by_epoch and not any(color in m for m in by_epoch.values()):
+            valid = sorted({k for m in by_epoch.values() for k in m if k != "epoch"})
+            raise UserError(f"--color {color}: {run} has no such metric; valid: {', '.join(valid)}")
         for f in files:
             epoch = int(f.stem.split("_")[1])
-            snapshots.append(torch.load(f).double())
+            snapshots.append(_snapshot(f))
             rows.append({"run": run.name, "epoch": epoch, color: by_epoch.get(epoch, {}).get(color)})
+    if len({s.numel() for s in snapshots}) > 1:
+        raise UserError(f"{', '.join(map(str, runs))}: the runs' models differ in size; give runs of one architecture")
     coords, explained = pca_2d(torch.stack(snapshots))
     for row, (x, y) in zip(rows, coords.tolist()):
         row["pc1"], row["pc2"] = x, y
@@ -107,6 +114,14 @@ def trajectory(runs: list[Path], color: str = "val/loss", out: Path | None = Non
     _write_rows(rows, out / "trajectory")
     _plot_trajectory(rows, color, explained[:2].tolist(), out / "trajectory.png")
     return rows
+
+
+def _snapshot(path: Path) -> torch.Tensor:
+    try:
+        return torch.load(path).double()
+    except Exception as err:
+        raise CorruptFileError(path, f"is not a weight snapshot ({first_line(err)})",
+                               "delete it; the trajectory is drawn from the others") from None
 
 
 def _plot_trajectory(rows: list[dict], color: str, explained: list[float], path: Path) -> None:
@@ -138,8 +153,14 @@ def interpolate_main(args: list[str]) -> int:
     parser.add_argument("--alphas", default="-0.5:1.5:21", help="FROM:TO:N, evenly spaced (default -0.5:1.5:21)")
     parser.add_argument("--out", type=Path)
     ns = parser.parse_args(args)
-    lo, hi, n = ns.alphas.split(":")
-    alphas = [float(lo) + (float(hi) - float(lo)) * i / (int(n) - 1) for i in range(int(n))]
+    try:
+        lo, hi, n = ns.alphas.split(":")
+        alphas = [float(lo) + (float(hi) - float(lo)) * i / (int(n) - 1) for i in range(int(n))]
+        if int(n) < 2:
+            raise ValueError
+    except ValueError:
+        raise UserError(f"--alphas {ns.alphas}: not FROM:TO:N; give two numbers and a count >= 2, "
+                        "e.g. --alphas -0.5:1.5:21") from None
     for row in interpolate(ns.run_a, ns.run_b, alphas, ns.out):
         print("  ".join(f"{k} {v:.4f}" for k, v in row.items()))
     return 0

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from dlbench.errors import CorruptFileError
 from dlbench.figures import pyplot, save_figure
 from dlbench.status import Status
 
@@ -60,9 +61,23 @@ def append_jsonl(path: Path, record: dict) -> None:
 
 
 def read_jsonl(path: Path) -> list[dict]:
+    """One record per line. A last line cut short (a process killed while appending it) is
+    dropped: the epoch it began is redone on resume. A bad line before the last is named."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    records = []
+    for i, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if isinstance(record, dict):
+            records.append(record)
+        elif i < len(lines):
+            raise CorruptFileError(path, f"line {i} is not a JSON record",
+                                   "delete that line (the curves lose one point) and run the command again")
+    return records
 
 
 def truncate_jsonl(path: Path, keep: Callable[[dict], bool]) -> list[dict]:
@@ -97,13 +112,14 @@ def epochs_to_target(history: list[dict], metric: str, target: float) -> tuple[i
     return None, None
 
 
-def failed_at_start(cfg, overrides: list[str], error: str, previous: dict | None = None) -> dict:
-    """The summary of a run that raised before its first epoch (a bad config value, missing data):
-    what is known of it, over whatever an earlier attempt in the same folder recorded."""
+def failed_at_start(cfg, overrides: list[str], error: str | None, previous: dict | None = None,
+                    status: Status = Status.FAILED) -> dict:
+    """The summary of a run that raised before training (a bad config value, missing data, a
+    corrupt checkpoint): what is known of it, over whatever an earlier attempt recorded."""
     def known(key):
         return OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
 
-    return {**(previous or {"epochs_completed": 0}), "status": Status.FAILED, "dataset": known("dataset.name"),
+    return {**(previous or {"epochs_completed": 0}), "status": status, "dataset": known("dataset.name"),
             "model": known("model.name"), "epochs": known("epochs"), "seed": known("seed"),
             "overrides": overrides, "error": error}
 

@@ -7,11 +7,11 @@ import torch
 from omegaconf import OmegaConf
 
 from dlbench.artifacts import atomic_path, truncate_metrics
+from dlbench.errors import CorruptFileError, RunFolderError, first_line
+from dlbench.runfolder import tolerated
 from dlbench.runtime import rng_state, set_rng_state
 
 log = logging.getLogger("dlbench")
-# top-level knobs a resumed run may change: they do not change what the epochs done so far computed
-RESUME_MAY_CHANGE = ("epochs", "objective")
 
 
 def save_atomic(obj: dict, path: Path) -> None:
@@ -23,8 +23,13 @@ def save(state, callbacks) -> None:
     folder = state.run_dir / "checkpoints"
     save_atomic(full_state(state, callbacks), folder / "last.pt")
     if state.best.get("epoch") == state.epoch:
-        save_atomic({"model": state.model.state_dict(), "epoch": state.epoch, "best": state.best,
-                     "config": OmegaConf.to_container(state.cfg, resolve=True)}, folder / "best.pt")
+        save_best(state)
+
+
+def save_best(state) -> None:
+    """checkpoints/best.pt: the model as it is now, with state.best saying which epoch it is."""
+    save_atomic({"model": state.model.state_dict(), "epoch": state.best.get("epoch"), "best": state.best,
+                 "config": OmegaConf.to_container(state.cfg, resolve=True)}, state.run_dir / "checkpoints" / "best.pt")
 
 
 def full_state(state, callbacks) -> dict:
@@ -50,20 +55,43 @@ def resume(state, callbacks) -> None:
     the checkpoint covers: a kill between a metrics line and its checkpoint redoes that epoch."""
     path = state.run_dir / "checkpoints" / "last.pt"
     if path.exists():
-        ckpt = torch.load(path, map_location=state.device, weights_only=False)  # our own file: RNG states
+        ckpt = load(path, state.device)
         _check_same_config(state, ckpt["config"])
         restore(state, callbacks, ckpt)
         log.info("resuming %s from its checkpoint after epoch %d", state.run_dir, state.epoch)
     state.history = truncate_metrics(state.run_dir, state.epoch)
 
 
+def load(path: Path, device) -> dict:
+    """A checkpoint dlbench wrote; one that cannot be read is named, with what to do about it."""
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=False)  # our own file: RNG states
+    except Exception as err:
+        why = first_line(err)
+    else:
+        if isinstance(ckpt, dict) and {"model", "epoch", "config"} <= set(ckpt):
+            return ckpt
+        why = "not a dlbench checkpoint"
+    raise CorruptFileError(path, f"is not a readable checkpoint ({why})",
+                           "delete it to train the run again from its start (metrics.jsonl is cut back to match)")
+
+
+def _flat(tree, prefix: str = "") -> dict:
+    if not isinstance(tree, dict):
+        return {prefix.rstrip("."): tree}
+    return {k: v for key, value in tree.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
+
+
 def _check_same_config(state, saved: dict) -> None:
-    current = OmegaConf.to_container(state.cfg, resolve=True)
-    changed = sorted(k for k in set(saved) | set(current)
-                     if k not in RESUME_MAY_CHANGE and saved.get(k) != current.get(k))
+    """Every knob that changes what the epochs so far computed must be as the checkpoint's;
+    epochs (train on) and the tolerated ones (progress bar, logging, threads) may differ."""
+    old, new = _flat(saved), _flat(OmegaConf.to_container(state.cfg, resolve=True))
+    changed = sorted(k for k in set(old) | set(new)
+                     if not tolerated(k) and k != "epochs" and old.get(k) != new.get(k))
     if changed:
-        raise RuntimeError(f"{state.run_dir} holds a run with a different config (differs in: "
-                           f"{', '.join(changed)}); resume it with the same overrides or choose another folder")
+        shown = "; ".join(f"{k}: {old.get(k, '(none)')} there, {new.get(k, '(none)')} now" for k in changed[:5])
+        raise RunFolderError(f"{state.run_dir} holds a run whose checkpoint has another config ({shown}); resume "
+                             "it with its own overrides, or train into another folder")
 
 
 def restore(state, callbacks, ckpt: dict) -> None:

@@ -1,8 +1,11 @@
 """`dlbench <command>`: dispatch only. Each command's module is imported when the command runs, so
 `dlbench list` and `dlbench report` start without torch."""
+import os
 import sys
 from collections.abc import Callable
 from importlib import import_module
+
+from dlbench.errors import USER_ERROR_STATUS, UserError
 
 USAGE = """usage: dlbench <command> [arguments]
 
@@ -20,6 +23,7 @@ USAGE = """usage: dlbench <command> [arguments]
                             dlbench info model=alexnet dataset.resize=224 batch_size=128
 
 `dlbench train --help` shows the composed config and every group; `--cfg job` prints it.
+A mistake is answered in one line (exit status 2); add --debug for the traceback.
 """
 
 
@@ -50,5 +54,16 @@ def main(argv: list[str] | None = None) -> None:
         print(USAGE)
         return
     if argv[0] not in COMMANDS:
-        sys.exit(f"dlbench: unknown command {argv[0]!r}; commands: {', '.join(COMMANDS)}\n\n{USAGE}")
-    sys.exit(COMMANDS[argv[0]](argv[1:]))
+        print(f"dlbench: unknown command {argv[0]!r}; commands: {', '.join(COMMANDS)} (dlbench --help)", file=sys.stderr)
+        sys.exit(USER_ERROR_STATUS)
+    try:
+        status = COMMANDS[argv[0]](argv[1:])
+    except UserError as err:  # a mistake the user can fix: one line; --debug or HYDRA_FULL_ERROR=1 shows where
+        if "--debug" in argv or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"dlbench: {err}", file=sys.stderr)
+        status = USER_ERROR_STATUS
+    except KeyboardInterrupt:
+        print("dlbench: interrupted", file=sys.stderr)
+        status = 130
+    sys.exit(status)

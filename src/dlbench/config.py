@@ -12,7 +12,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from dlbench.errors import DataNotFoundError
+from dlbench.errors import UserError, first_line
 
 # A wheel carries conf/ inside the package; an editable install reads the repository's conf/.
 _PACKAGED = Path(__file__).resolve().parent / "conf"
@@ -82,6 +82,94 @@ def build(node: DictConfig, **kwargs):
     try:
         return instantiate(node, **kwargs)
     except InstantiationException as err:
-        if isinstance(err.__cause__, (DataNotFoundError, ValueError)):
+        if isinstance(err.__cause__, (UserError, ValueError)):
             raise err.__cause__ from None
         raise
+
+
+def sweep_points(args: list[str]) -> list[list[str]]:
+    """The override lists to check for a `dlbench train` command line: every override at its first
+    value, then each other value of each sweep override in turn (a sum, not the product, of the
+    sweep's values). Hydra's own keys (hydra.*, hydra/...) are Hydra's to check."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    multirun = "-m" in args or "--multirun" in args
+    lines = [a for a in args if not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(lines)
+    except OverrideParseException as err:
+        bad = next((a for a in lines if _unparsable(a)), " ".join(lines))
+        raise UserError(f"{bad}: cannot be parsed as an override ({first_line(err)}); write key=value, and "
+                        f"quote a value with spaces, commas or brackets: key='a value'") from None
+    sweeps = [o for o in parsed if o.is_sweep_override() and not o.is_interval_sweep()]
+    if sweeps and not multirun:
+        raise UserError(f"{sweeps[0].input_line}: several values for one run; add -m to sweep over them "
+                        f"(dlbench train -m {sweeps[0].input_line}), or write a list: "
+                        f"{sweeps[0].get_key_element()}=[{','.join(sweeps[0].sweep_string_iterator())}]")
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+    values = {o.get_key_element(): list(o.sweep_string_iterator()) for o in sweeps}
+    first = {key: f"{key}={vals[0]}" for key, vals in values.items()}
+    points = [[*fixed, *first.values()]]
+    for key, vals in values.items():
+        points += [[*fixed, *{**first, key: f"{key}={v}"}.values()] for v in vals[1:]]
+    return points
+
+
+def _unparsable(override: str) -> bool:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    try:
+        OverridesParser.create().parse_overrides([override])
+        return False
+    except OverrideParseException:
+        return True
+
+
+def compose_or_explain(overrides: list[str]) -> DictConfig:
+    """compose(), with Hydra's composition errors turned into one line that names the override
+    and the fix."""
+    from hydra.errors import ConfigCompositionException, MissingConfigException
+
+    try:
+        return compose(overrides)
+    except MissingConfigException as err:
+        missing = re.search(r"Could not find '([^']+)'", str(err))
+        group, _, option = (missing.group(1) if missing else "?/?").rpartition("/")
+        given = next((o for o in reversed(overrides) if o.lstrip("+~").split("=")[0] == group), f"{group}={option}")
+        valid = group_options(group) if group in GROUPS else []
+        raise UserError(f"{given}: no {group} config named {option!r}; "
+                        f"valid: {', '.join(valid) if valid else '(see dlbench list)'}") from None
+    except ConfigCompositionException as err:
+        raise UserError(_composition_message(str(err), overrides)) from None
+
+
+def _composition_message(text: str, overrides: list[str]) -> str:
+    import difflib
+
+    if (absent := re.search(r"Could not override '([^']+)'", text)):
+        key = absent.group(1)
+        given = next((o for o in overrides if o.split("=")[0] == key), key)
+        group = key.split(".")[0]
+        if key in known_keys():  # a key of the default option, not of the one chosen
+            chosen = next((o.split("=", 1)[1] for o in overrides if o.split("=")[0] == group), "?")
+            return f"{given}: {group}={chosen} has no key {key.split('.', 1)[-1]}; drop it, or choose a {group} that has it"
+        close = difflib.get_close_matches(key, known_keys(), n=3)
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
+        return f"{given}: no such key; {hint}(a key the config lacks is added with a +: +{given})"
+    if (present := re.search(r"An item is already at '([^']+)'", text)):
+        given = next((o for o in overrides if o.lstrip("+").split("=")[0] == present.group(1)), present.group(1))
+        return f"{given}: {present.group(1)} is already in the config; drop the + to set it"
+    line = next((ln for ln in text.splitlines() if ln.strip()), text)
+    return f"{' '.join(overrides)}: {line.strip()}; check the key and the value (dlbench list, dlbench train --help)"
+
+
+def known_keys() -> list[str]:
+    """Every key of the default config, dotted: the candidates for a mistyped one."""
+    def walk(node, prefix=""):
+        for key, value in node.items():
+            yield f"{prefix}{key}"
+            if isinstance(value, dict):
+                yield from walk(value, f"{prefix}{key}.")
+    return list(walk(OmegaConf.to_container(compose([]), resolve=False)))

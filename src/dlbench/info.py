@@ -16,7 +16,9 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from dlbench.config import build, compose
+from dlbench import schema
+from dlbench.config import build, compose_or_explain, sweep_points
+from dlbench.errors import UserError
 from dlbench.data import DataShape, data_shape
 
 
@@ -250,7 +252,12 @@ def render(report: dict) -> str:
 
 
 def main(args: list[str]) -> int:
-    overrides = [a for a in args if a != "--json"]
-    report = info(compose(overrides))
+    overrides = [a for a in args if a not in ("--json", "--debug")]
+    if len(sweep_points(overrides)) > 1 or "-m" in overrides:
+        raise UserError(f"{' '.join(overrides)}: info describes one config; give one value per key")
+    cfg = compose_or_explain(overrides)
+    schema.check(cfg)
+    schema.check_fit(cfg)
+    report = info(cfg)
     print(json.dumps(report, indent=2) if "--json" in args else render(report))
     return 0

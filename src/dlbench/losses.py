@@ -7,6 +7,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from dlbench.config import build
+from dlbench.errors import ConfigError
 
 
 class MeanSquaredError(nn.Module):
@@ -40,20 +41,29 @@ def inverse_frequency_weights(class_counts: torch.Tensor) -> torch.Tensor:
 def weighted_cross_entropy(class_counts: torch.Tensor, weight: list[float] | None = None,
                            label_smoothing: float = 0.0) -> nn.Module:
     weights = torch.tensor(weight, dtype=torch.float32) if weight is not None else inverse_frequency_weights(class_counts)
-    if len(weights) != len(class_counts):
-        raise ValueError(f"loss.weight has {len(weights)} entries for {len(class_counts)} classes")
     return nn.CrossEntropyLoss(weight=weights.to(class_counts.device), label_smoothing=label_smoothing)
 
 
 REGRESSION_LOSSES = (MeanSquaredError, nn.MSELoss, nn.L1Loss, nn.HuberLoss, nn.SmoothL1Loss)
 
 
+def check_loss(loss, dataset: str, task, num_classes: int) -> None:
+    """Raise a ConfigError when the built loss (or its partial) cannot judge this data's targets."""
+    name = loss.func.__name__ if isinstance(loss, functools.partial) else type(loss).__name__
+    if task.regression and not isinstance(loss, REGRESSION_LOSSES):
+        raise ConfigError("loss", name, f"needs class labels and dataset={dataset} is a regression",
+                          f"use loss={task.default_loss} (experiment=function_fit sets it)")
+    if isinstance(loss, BinaryCrossEntropy) and num_classes != 2:
+        raise ConfigError("loss", "bce", f"needs two classes and dataset={dataset} has {num_classes}",
+                          "use loss=cross_entropy (or loss=mse)")
+    weight = loss.keywords.get("weight") if isinstance(loss, functools.partial) else None
+    if weight is not None and len(weight) != num_classes:
+        raise ConfigError("loss.weight", list(weight), f"has {len(weight)} entries for {num_classes} classes",
+                          f"give one weight per class ({num_classes}), or null for inverse class frequency")
+
+
 def build_loss(cfg, data) -> nn.Module:
-    """A loss config with `_partial_: true` is completed with the training split's class counts
-    (data may be None for a loss that needs none)."""
+    """A loss config with `_partial_: true` is completed with the training split's class counts."""
     loss = build(cfg)
-    if data is not None and data.task.regression and not isinstance(loss, REGRESSION_LOSSES):
-        name = loss.func.__name__ if isinstance(loss, functools.partial) else type(loss).__name__
-        raise ValueError(f"dataset={data.name} is a regression and {name} needs class labels: use "
-                         f"loss={data.task.default_loss} (experiment=function_fit sets it)")
+    check_loss(loss, data.name, data.task, data.num_classes)
     return loss(class_counts=data.class_counts) if isinstance(loss, functools.partial) else loss

@@ -19,6 +19,7 @@ from torch import nn
 from dlbench.callbacks import Callback
 from dlbench.callbacks.early_stopping import EarlyStopping
 from dlbench.config import CONF_DIR, build, group_options
+from dlbench.errors import ConfigError
 from dlbench.data.augment import Augment
 
 
@@ -37,7 +38,7 @@ class Regularizer:
         return []
 
     def _refuse(self, why: str, fix: str) -> None:
-        raise ValueError(f"regularizer={self.name}: {why}, so it would change nothing; {fix}")
+        raise ConfigError("regularizer", self.name, f"{why}, so it would change nothing", fix)
 
 
 class Dropout(Regularizer):

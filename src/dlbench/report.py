@@ -13,9 +13,11 @@ from pathlib import Path
 
 import yaml
 
-from dlbench.artifacts import epochs_to_target, read_json, read_metrics
+from dlbench.artifacts import epochs_to_target, read_metrics
+from dlbench.errors import CorruptFileError, UserError, first_line
 from dlbench.figures import pyplot, save_figure
 from dlbench.metrics import goal
+from dlbench.runfolder import read_overrides, read_summary
 from dlbench.status import Status
 
 REPLICATE_KEYS = ("seed",)  # runs that differ only in these are repeats of one cell
@@ -26,7 +28,7 @@ LR_KEYS = ("lr", "optimizer.lr")
 NOT_REACHED = ("epochs_to_target", "seconds_to_target", "grokking/train_step", "grokking/val_step", "grokking/gap")
 
 
-class ReportError(Exception):
+class ReportError(UserError):
     pass
 
 
@@ -63,7 +65,7 @@ def find_runs(paths: list[Path]) -> list[Path]:
     found: list[Path] = []
     for path in paths:
         if not path.is_dir():
-            raise ReportError(f"{path}: no such folder")
+            raise ReportError(f"{path}: no such folder; give sweep or run folders (outputs/sweeps/...)")
         if is_run(path):
             found.append(path)
             continue
@@ -89,13 +91,18 @@ def canonical(value: str) -> str:
     return value
 
 
-def load_run(path: Path, target: float | None = None) -> Run:
-    # a folder with no summary yet: the run was started and stopped before writing one
-    summary = read_json(path / "summary.json") or {"status": Status.RUNNING}
-    overrides_file = path / ".hydra" / "overrides.yaml"
-    overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else None
-    run = Run(path, dict(map(parse_override, overrides or summary.get("overrides") or [])), summary,
-              read_metrics(path))
+def load_run(path: Path, target: float | None = None) -> Run | None:
+    """The run in `path`; None, with a note, when one of its files cannot be read: the report
+    shows the other runs."""
+    try:
+        # a folder with no summary yet: the run was started and stopped before writing one
+        summary = read_summary(path) or {"status": Status.RUNNING}
+        overrides = read_overrides(path)
+        history = read_metrics(path)
+    except CorruptFileError as err:
+        print(f"dlbench report: skipped {path}: {err}", file=sys.stderr)
+        return None
+    run = Run(path, dict(map(parse_override, overrides or summary.get("overrides") or [])), summary, history)
     if target is not None and summary.get("target_metric"):  # the metric its task judges it by
         epoch, seconds = epochs_to_target(run.history, summary["target_metric"], target)
         run.summary = {**summary, "target_acc": target, "epochs_to_target": epoch, "seconds_to_target": seconds}
@@ -110,7 +117,12 @@ def planned_runs(sweep_dir: Path) -> list[dict[str, str]]:
     from hydra.errors import HydraException
 
     path = sweep_dir / "multirun.yaml"
-    hydra_cfg = (yaml.safe_load(path.read_text()) or {}).get("hydra", {}) if path.is_file() else {}
+    try:
+        hydra_cfg = (yaml.safe_load(path.read_text()) or {}).get("hydra", {}) if path.is_file() else {}
+    except (yaml.YAMLError, AttributeError) as err:
+        print(f"dlbench report: {path} cannot be read ({first_line(err)}): runs not started are not shown",
+              file=sys.stderr)
+        return []
     if not str(hydra_cfg.get("sweeper", {}).get("_target_", "")).endswith("BasicSweeper"):
         return []
     params = [f"{k}={v}" for k, v in (hydra_cfg["sweeper"].get("params") or {}).items()]
@@ -132,10 +144,10 @@ def not_started(sweep_dir: Path, runs: list[Run]) -> list[Run]:
 
 
 def load_runs(paths: list[Path], target: float | None = None) -> list[Run]:
-    runs = [load_run(p, target) for p in find_runs(paths)]
+    runs = [run for p in find_runs(paths) if (run := load_run(p, target)) is not None]
     runs += [r for p in paths for r in not_started(p, runs)]
     if not runs:
-        raise ReportError(f"no runs under {', '.join(map(str, paths))}")
+        raise ReportError(f"{', '.join(map(str, paths))}: no runs there; give the folder a sweep or run was trained into")
     return runs
 
 
@@ -507,15 +519,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    try:
-        runs = load_runs(args.folders, args.target)
-    except ReportError as err:
-        sys.exit(f"dlbench report: {err}")
+    runs = load_runs(args.folders, args.target)
     metrics = [m for group in args.metric for m in group] if args.metric else default_metrics(runs)
     unknown = [k for k in (args.rows or []) + (args.cols or []) if not any(k in r.overrides for r in runs)]
     if unknown:
-        sys.exit(f"dlbench report: no run has the override(s) {', '.join(unknown)}; "
-                 f"those that vary: {', '.join(varying_keys(runs)) or 'none'}")
+        raise ReportError(f"--rows/--cols {','.join(unknown)}: no run has that override; "
+                          f"those that vary: {', '.join(varying_keys(runs)) or 'none'}")
+    known = sorted({k for r in runs for k, v in r.summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+                   | {k for r in runs for m in r.history for k in m})
+    absent = [m for m in metrics if m not in known and m not in ("overrides", "status")]
+    if args.metric and absent:
+        raise ReportError(f"--metric {','.join(absent)}: no run has that number; valid: {', '.join(known)}")
     out = args.out or args.folders[0]
     out.mkdir(parents=True, exist_ok=True)
     print(write_report(build_table(runs, metrics, args.rows, args.cols), runs, out, args.format))

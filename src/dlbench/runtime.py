@@ -4,6 +4,8 @@ import random
 import numpy as np
 import torch
 
+from dlbench.errors import ConfigError
+
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
@@ -13,9 +15,9 @@ def resolve_device(name: str) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device=cuda was asked for but CUDA is not available; use device=auto or cpu")
+        raise ConfigError("device", name, "torch sees no CUDA GPU on this machine", "use device=auto or device=cpu")
     if name == "mps" and not torch.backends.mps.is_available():
-        raise RuntimeError("device=mps was asked for but MPS is not available; use device=auto or cpu")
+        raise ConfigError("device", name, "torch sees no Apple GPU (MPS) on this machine", "use device=auto or device=cpu")
     return torch.device(name)
 
 

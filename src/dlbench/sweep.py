@@ -11,6 +11,7 @@ from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig
 
 from dlbench.artifacts import read_json
+from dlbench.errors import CorruptFileError, first_line
 from dlbench.status import Status
 
 # (sweep folder, time it started) of each multirun this process launched
@@ -30,13 +31,16 @@ def failed_runs(sweep_dir: Path, since: float) -> list[Path]:
     an earlier sweep into the same folder that this one did not re-run are not this sweep's."""
     failed = []
     for path in sorted(sweep_dir.rglob("summary.json")):
-        summary = read_json(path) or {}
-        if summary.get("status") == Status.FAILED and path.stat().st_mtime >= since - 1.0:  # 1 s: mtime granularity
+        try:
+            status = (read_json(path) or {}).get("status")
+        except ValueError:
+            status = Status.FAILED  # dlbench writes it atomically: unreadable, it was not left by a good run
+        if status == Status.FAILED and path.stat().st_mtime >= since - 1.0:  # 1 s: mtime granularity
             failed.append(path.parent)
     return failed
 
 
-def objective_value(summary: dict | None, metric: str, direction: str) -> float | None:
+def objective_value(summary: dict | None, metric: str | None, direction: str) -> float | None:
     """The number a sweeper (Optuna) optimises: `metric` from the run's summary. A diverged run,
     or one without the metric, is the worst value for `direction`, so a search learns to avoid
     that region instead of stopping; a failed run (a bug, not a result) gives None, which the
@@ -45,7 +49,7 @@ def objective_value(summary: dict | None, metric: str, direction: str) -> float 
         return None
     # Optuna's config spells it `maximize`, `MAXIMIZE` or as its Direction enum
     worst = -math.inf if "max" in str(direction).lower() else math.inf
-    value = summary.get(metric)
+    value = summary.get(metric or f"best/{summary.get('target_metric')}")
     if summary.get("status") == Status.DIVERGED or value is None or not math.isfinite(value):
         return worst
     return float(value)
@@ -72,7 +76,12 @@ def threads_per_job(launcher: DictConfig, cpus: int) -> int | None:
 def recorded_sweep(sweep_dir: Path) -> list[str]:
     """The `dlbench train` arguments of the sweep recorded in sweep_dir/multirun.yaml, aimed back at
     that folder: finished runs are kept, unfinished ones resume, missing ones run."""
-    hydra_cfg = yaml.safe_load((sweep_dir / "multirun.yaml").read_text())["hydra"]
-    overrides = hydra_cfg["overrides"]
-    kept = [o for o in overrides["hydra"] if o.split("=")[0] not in ("hydra.sweep.dir", "hydra.mode")]
-    return ["-m", *overrides["task"], *kept, f"hydra.sweep.dir='{sweep_dir}'"]
+    path = sweep_dir / "multirun.yaml"
+    try:
+        overrides = yaml.safe_load(path.read_text())["hydra"]["overrides"]
+        kept = [o for o in overrides["hydra"] if o.split("=")[0] not in ("hydra.sweep.dir", "hydra.mode")]
+        return ["-m", *overrides["task"], *kept, f"hydra.sweep.dir='{sweep_dir}'"]
+    except (yaml.YAMLError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as err:
+        raise CorruptFileError(path, f"is not the record of a sweep ({type(err).__name__}: {first_line(err)})",
+                               "restore it, or run the sweep again with its overrides and --into "
+                               f"{sweep_dir}") from None

@@ -1,7 +1,9 @@
 """run(cfg) -> summary: data -> model -> optimizer -> loop -> artifacts."""
 import logging
+import sys
 import time
 import traceback
+from contextlib import suppress
 from datetime import datetime
 from pathlib import Path
 
@@ -9,14 +11,14 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from dlbench import checkpoint
-from dlbench.artifacts import failed_at_start, plot_curves, read_json, write_json_atomic
+from dlbench import checkpoint, runfolder, schema
+from dlbench.artifacts import failed_at_start, plot_curves, write_json_atomic
 from dlbench.callbacks import Callback, Callbacks
 from dlbench.callbacks.divergence import DivergenceGuard
 from dlbench.callbacks.progress import EpochLog, ProgressBar, wants_progress_bar
 from dlbench.callbacks.tensorboard import SampleImages, StepScalars
 from dlbench.config import build
-from dlbench.errors import Diverged
+from dlbench.errors import Diverged, RunFolderError
 from dlbench.losses import build_loss
 from dlbench.optim import build_optimizer, build_schedule
 from dlbench.recorder import Recorder, TensorBoardSink
@@ -30,23 +32,53 @@ log = logging.getLogger("dlbench")
 
 def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
     """Train one run into run_dir (Hydra's output dir under the CLI) and return its summary.
-    A folder that holds an unfinished run is resumed from its last checkpoint; a finished one is
-    left as it is and its summary returned."""
+    A folder that holds an unfinished run with the same overrides is resumed from its last
+    checkpoint; a finished one is left as it is and its summary returned; one that holds another
+    run, or that another process trains in, is refused (RunFolderError) with nothing changed."""
     run_dir, overrides = _run_dir_and_overrides(run_dir)
-    previous = read_json(run_dir / "summary.json")
-    if previous and previous["status"] in FINISHED:
-        log.info("%s already holds a %s run; not running it again", run_dir, previous["status"])
-        return previous
-    if cfg.trainer.threads:
-        torch.set_num_threads(cfg.trainer.threads)
+    with runfolder.locked(run_dir):
+        previous = runfolder.claim(run_dir, overrides, cfg.epochs)
+        if previous is not None:
+            # not in train.log: a run that does not proceed changes nothing in the folder
+            print(f"dlbench: {run_dir} already holds a {previous['status']} run; not running it again", file=sys.stderr)
+            return previous
+        state, callbacks = start(cfg, run_dir, overrides)
+        runfolder.write_hydra(run_dir, cfg)  # the run proceeds: the folder is its own
+        return fit(state, callbacks)
+
+
+def start(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> tuple[RunState, Callbacks]:
+    """Check the config, build the run and resume it from its checkpoint. Whatever raises on the
+    way, the folder's summary.json says `failed` (or `interrupted`) with the error, and train.log
+    has the traceback."""
     try:
+        schema.check(cfg)
+        schema.check_fit(cfg)
+        if cfg.trainer.threads:
+            torch.set_num_threads(cfg.trainer.threads)
         state, callbacks = build_state(cfg, run_dir, overrides)
-    except Exception:
-        # a run that cannot even start is still one of its sweep's runs: its folder says why
-        write_json_atomic(run_dir / "summary.json", failed_at_start(cfg, overrides, traceback.format_exc(), previous))
+        checkpoint.resume(state, callbacks)
+        return state, callbacks
+    except RunFolderError:  # the folder holds another run: it is left as it was
         raise
-    checkpoint.resume(state, callbacks)
-    return fit(state, callbacks)
+    except KeyboardInterrupt:
+        record_failure(run_dir, failed_at_start(cfg, overrides, None, runfolder.read_summary_or_none(run_dir),
+                                                Status.INTERRUPTED))
+        raise
+    except Exception:
+        record_failure(run_dir, failed_at_start(cfg, overrides, traceback.format_exc(),
+                                                runfolder.read_summary_or_none(run_dir)))
+        raise
+
+
+def record_failure(run_dir: Path, summary: dict) -> None:
+    """summary.json says how the run ended; the traceback goes to train.log (never to the terminal:
+    the CLI prints one line for a user's error)."""
+    if summary.get("error"):
+        with suppress(OSError), open(run_dir / "train.log", "a") as f:
+            f.write(f"[{datetime.now():%Y-%m-%d %H:%M:%S}][dlbench][ERROR] - run {summary['status']}:\n{summary['error'].rstrip()}\n")
+    with suppress(OSError):  # a full disk keeps the last good summary
+        write_json_atomic(run_dir / "summary.json", summary)
 
 
 def build_state(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> tuple[RunState, Callbacks]:
@@ -90,9 +122,9 @@ def default_callbacks(cfg: DictConfig) -> list[Callback]:
 
 
 def fit(state: RunState, callbacks: Callbacks) -> dict:
-    if state.cfg.logger.enabled:
-        state.recorder.sinks.append(TensorBoardSink(state.run_dir, state.cfg, fresh=state.epoch == 0))
     try:
+        if state.cfg.logger.enabled:
+            state.recorder.sinks.append(TensorBoardSink(state.run_dir, state.cfg, fresh=state.epoch == 0))
         callbacks.on_run_start(state)
         write_json_atomic(state.run_dir / "summary.json", state.summary())
         while state.epoch < state.cfg.epochs and not state.should_stop:
@@ -113,18 +145,29 @@ def fit(state: RunState, callbacks: Callbacks) -> dict:
 
 
 def end_run(state: RunState, callbacks: Callbacks) -> None:
-    """The callbacks' last word, then the run's files: a callback that fails here fails the run."""
+    """The callbacks' last word, then the run's files: a callback that fails here fails the run,
+    and so does failing to write them (the summary then says so, if the disk lets it)."""
     try:
         callbacks.close(state)
     except Exception:
         state.status, state.error = Status.FAILED, traceback.format_exc()
         raise
     finally:
-        write_json_atomic(state.run_dir / "summary.json", state.summary())
-        if state.history:
-            title = f"{state.cfg.model.name} on {state.cfg.dataset.name}  {' '.join(state.overrides)}"
-            plot_curves(state.history, state.run_dir / "plots" / "curves.png", title=title)
-        state.recorder.close(state.status)
+        try:
+            summary = state.summary()
+            if state.error:
+                record_failure(state.run_dir, summary)
+            else:
+                write_json_atomic(state.run_dir / "summary.json", summary)
+            if state.history:
+                title = f"{state.cfg.model.name} on {state.cfg.dataset.name}  {' '.join(state.overrides)}"
+                plot_curves(state.history, state.run_dir / "plots" / "curves.png", title=title)
+            state.recorder.close(state.status)
+        except Exception:
+            state.status, state.error = Status.FAILED, traceback.format_exc()
+            record_failure(state.run_dir, failed_at_start(state.cfg, state.overrides, state.error,
+                                                          runfolder.read_summary_or_none(state.run_dir)))
+            raise
 
 
 def run_epoch(state: RunState, callbacks: Callbacks) -> None:

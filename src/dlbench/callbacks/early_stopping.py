@@ -3,7 +3,7 @@ import operator
 import torch
 
 from dlbench.callbacks import Callback
-from dlbench.checkpoint import save_atomic
+from dlbench.checkpoint import save_atomic, save_best
 from dlbench.status import Status
 
 
@@ -48,9 +48,17 @@ class EarlyStopping(Callback):
         return state.run_dir / "checkpoints" / "early_stopping_best.pt"
 
     def on_train_end(self, state) -> None:
+        """The run ends with the best epoch's model: its weights, and every number summary.json
+        and best.pt give (the splits' metrics are those its epoch measured, with these weights)."""
         self.restored = bool(self.restore_best and state.status == Status.COMPLETED and self.weights_path(state).exists())
-        if self.restored:
-            state.model.load_state_dict(torch.load(self.weights_path(state), map_location=state.device)["model"])
+        if not self.restored:
+            return
+        state.model.load_state_dict(torch.load(self.weights_path(state), map_location=state.device)["model"])
+        at_best = next((m for m in state.history if m["epoch"] == self.best_epoch), {})
+        state.recorder.summary.update({k: v for k, v in at_best.items() if k.startswith(("train/", "val/", "test/"))})
+        state.best = {state.monitor: at_best.get(state.monitor), "epoch": self.best_epoch}
+        if state.cfg.trainer.checkpoint:
+            save_best(state)
 
     def on_run_end(self, state) -> None:
         at_best = next((m for m in state.history if m["epoch"] == self.best_epoch), {})

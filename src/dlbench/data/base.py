@@ -99,6 +99,15 @@ class DataShape(NamedTuple):
     in_shape: tuple[int, ...]  # of one example, as the model sees it (after dataset.resize)
     num_classes: int
     task: Task
+    splits: tuple[str, ...] = ("train", "val", "test")  # the splits a run measures
+
+    @property
+    def images(self) -> bool:
+        return len(self.in_shape) == 3
+
+    @property
+    def monitor(self) -> str:
+        return f"{'val' if 'val' in self.splits else 'test'}/{self.task.metric}"
 
 
 def make_imbalanced(train_idx: torch.Tensor, labels: torch.Tensor, classes: list[int], keep: float) -> torch.Tensor:

@@ -27,4 +27,5 @@ def data_shape(node) -> DataShape:
     if node.name in SHAPES:
         return SHAPES[node.name](node)
     data = build(node)
-    return DataShape(tuple(data.in_shape), data.num_classes, data.task)
+    splits = ("train", *data.eval_splits())
+    return DataShape(tuple(data.in_shape), data.num_classes, data.task, splits)

@@ -191,4 +191,5 @@ def build_timemachine(name: str = "timemachine", path: str | None = None, seq_le
                        generate_chars=generate_chars)
 
 
-SHAPES["timemachine"] = lambda node: DataShape((node.seq_len,), len(VOCAB), LM)
+SHAPES["timemachine"] = lambda node: DataShape((node.seq_len,), len(VOCAB), LM,
+                                               ("train", "val") if node.val_split else ("train",))

@@ -5,28 +5,35 @@ a system mirror of the original files (.gz or unpacked; Debian's package recompr
 so their MD5s differ from torchvision's and torchvision's parser is the check), unpacked into the
 root, then torchvision's download. When none works the error names every place tried.
 """
+import gzip
 import shutil
 from functools import partial
 from pathlib import Path
 
 import torch
 import torchvision
-from torchvision.datasets.utils import extract_archive
 
+from dlbench.artifacts import atomic_path
 from dlbench.data.base import Dataset, DataShape, RawData, Split, corrupt_labels, make_imbalanced, resize_images
 from dlbench.data.loader import SAMPLERS
 from dlbench.data.registry import SHAPES, load_source, register_source
-from dlbench.errors import DataNotFoundError
+from dlbench.errors import CorruptFileError, DataNotFoundError, first_line
 from dlbench.tasks import CLASSIFY
 
 DEBIAN_PACKAGES = {"fashion_mnist": "dataset-fashion-mnist"}  # source name -> Debian package
 
 
 def _load(cls, root: Path) -> RawData:
-    train, test = cls(str(root), train=True), cls(str(root), train=False)
+    raw = root / cls.__name__ / "raw"
+    try:
+        train, test = cls(str(root), train=True), cls(str(root), train=False)
+    except Exception as err:  # torchvision's parser: a short or foreign file
+        raise CorruptFileError(raw, f"holds a file torchvision cannot parse ({first_line(err)})",
+                               "delete the folder: the next run unpacks or downloads the files again") from None
     for split in (train, test):
         if len(split.data) != len(split.targets) or len(split.data) == 0:
-            raise ValueError(f"{split.raw_folder}: {len(split.data)} images but {len(split.targets)} labels")
+            raise CorruptFileError(raw, f"has {len(split.data)} images but {len(split.targets)} labels",
+                                   "delete the folder: the next run unpacks or downloads the files again")
     return RawData(train.data.unsqueeze(1), train.targets.long(), test.data.unsqueeze(1),
                    test.targets.long(), list(train.classes))
 
@@ -49,10 +56,13 @@ def _unpack_mirror(cls, mirror: Path, raw: Path) -> str | None:
         return f"missing {', '.join(missing)} (.gz or unpacked)"
     raw.mkdir(parents=True, exist_ok=True)
     for name, path in found.items():
-        if path.suffix == ".gz":
-            extract_archive(str(path), str(raw))
-        else:
-            shutil.copyfile(path, raw / name)
+        # to a temporary name, renamed when whole: a truncated .gz leaves nothing that a later run trusts
+        try:
+            with atomic_path(raw / name) as tmp, (gzip.open if path.suffix == ".gz" else open)(path, "rb") as src, \
+                    open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        except (OSError, EOFError) as err:
+            return f"{path} cannot be unpacked ({first_line(err)}); reinstall or replace it"
     return None
 
 
@@ -160,7 +170,8 @@ def digits(test_split: float = 0.2) -> RawData:
 def _image_shape(channels: int, side: int, classes: int):
     def shape(node) -> DataShape:
         size = node.get("resize") or side
-        return DataShape((channels, size, size), classes, CLASSIFY)
+        return DataShape((channels, size, size), classes, CLASSIFY, ("train", "val", "test") if node.val_split else
+                         ("train", "test"))
     return shape
 
 

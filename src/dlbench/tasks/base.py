@@ -47,6 +47,11 @@ class Task:
     def report_columns(self, monitor: str) -> list[str]:
         return [self.final, f"best/{monitor}", *self.report_extra, "params", "wall_seconds"]
 
+    def metric_names(self, splits: tuple[str, ...]) -> list[str]:
+        """The per-epoch metrics a run on these splits writes, named as score() names them."""
+        result = {"loss": 1.0} if self.regression else {"loss": 1.0, "acc": 0.0}
+        return [key for split in splits for key in self.score(split, result)]
+
     def callbacks(self, cfg) -> list:
         return self.end_callbacks(cfg)
 
@@ -55,6 +60,12 @@ class Task:
         if self.tokens:
             return torch.randint(num_classes, (1, *in_shape))
         return torch.randn(1, *in_shape)
+
+    def example_target(self, x: torch.Tensor, num_classes: int) -> torch.Tensor:
+        """Targets for example inputs x: class ids, or one value per output for a regression."""
+        if self.regression:
+            return torch.zeros(len(x), num_classes)
+        return torch.zeros(len(x), dtype=torch.long)
 
     def eval_batch_size(self, cfg) -> int:
         return cfg.trainer.eval_batch_size

@@ -26,6 +26,9 @@ class LanguageModelTask(Task):
     def score(self, split: str, result: dict) -> dict:
         return {f"{split}/loss": result["loss"], f"{split}/ppl": math.exp(result["loss"]), f"{split}/acc": result["acc"]}
 
+    def example_target(self, x: torch.Tensor, num_classes: int) -> torch.Tensor:
+        return torch.zeros_like(x)  # (B, T): the next character at every position
+
     def eval_batch_size(self, cfg) -> int:
         return cfg.batch_size  # evaluation's rows are streams read side by side, as many as training's
 

@@ -1,0 +1,402 @@
+"""The types and ranges of every knob, checked before anything loads.
+
+`check(cfg)` reads the composed config alone (no torch, no data, milliseconds): every key in KNOBS
+that the config has is checked for its type and range, then the rules between keys of one group.
+`dlbench.fit.check_fit` then checks what needs the data's shape and the model (on torch's meta
+device: no data is read, no memory used). Each failure is a ConfigError, one line:
+`<key>=<value>: <what is wrong>; <the fix or the valid choices>`.
+
+The choices of a knob (activations, inits, ...) live in the modules that implement them, which
+import torch; they are repeated here so this check needs none, and tests/test_schema.py holds the
+two copies equal.
+"""
+import math
+from dataclasses import dataclass
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from dlbench.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Num:
+    """A number in a range: lo/hi bounds, open or closed; integer: whole numbers only."""
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    integer: bool = False
+    null: str | None = None   # what null means, when null is allowed
+
+    def problem(self, value) -> str | None:
+        kind = "an integer" if self.integer else "a number"
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"not {kind}"
+        if self.integer and not isinstance(value, int):
+            return "not an integer"
+        if not math.isfinite(value):
+            return "not a finite number"
+        if self.lo is not None and (value < self.lo or (self.lo_open and value == self.lo)):
+            return f"must be {'>' if self.lo_open else '>='} {self.lo:g}"
+        if self.hi is not None and (value > self.hi or (self.hi_open and value == self.hi)):
+            return f"must be {'<' if self.hi_open else '<='} {self.hi:g}"
+        return None
+
+    def fix(self) -> str:
+        bounds = []
+        if self.lo is not None:
+            bounds.append(f"{'>' if self.lo_open else '>='} {self.lo:g}")
+        if self.hi is not None:
+            bounds.append(f"{'<' if self.hi_open else '<='} {self.hi:g}")
+        text = f"give {'an integer' if self.integer else 'a number'} {' and '.join(bounds)}".rstrip()
+        return text + (f" (null: {self.null})" if self.null else "")
+
+
+@dataclass(frozen=True)
+class Choice:
+    options: tuple
+    null: str | None = None
+
+    def problem(self, value) -> str | None:
+        return None if value in self.options and not isinstance(value, (dict, list)) else "not a valid choice"
+
+    def fix(self) -> str:
+        shown = ", ".join("true" if o is True else "false" if o is False else str(o) for o in self.options)
+        return f"valid: {shown}" + (f", null ({self.null})" if self.null else "")
+
+
+@dataclass(frozen=True)
+class Text:
+    null: str | None = None
+
+    def problem(self, value) -> str | None:
+        return None if isinstance(value, str) else "not a string"
+
+    def fix(self) -> str:
+        return "give a quoted string"
+
+
+@dataclass(frozen=True)
+class ListOf:
+    item: object
+    min_len: int = 0
+    length: int | None = None
+    null: str | None = None
+
+    def problem(self, value) -> str | None:
+        if not isinstance(value, (list, tuple)):
+            return "not a list"
+        if self.length is not None and len(value) != self.length:
+            return f"has {len(value)} entries, not {self.length}"
+        if len(value) < self.min_len:
+            return f"has {len(value)} entries, fewer than {self.min_len}"
+        for v in value:
+            if (why := self.item.problem(v)) is not None:
+                return f"entry {v!r} is {why.removeprefix('not ')}" if why.startswith("not") else f"entry {v!r} {why}"
+        return None
+
+    def fix(self) -> str:
+        size = f"{self.length} " if self.length else ""
+        return f"give a list of {size}entries, each: {self.item.fix().removeprefix('give ')}" + (
+            f" (null: {self.null})" if self.null else "")
+
+
+@dataclass(frozen=True)
+class AnyOf:
+    """A knob whose form differs between the options of its group (model.hidden: a list of
+    widths for an MLP, one width for a recurrent net)."""
+    rules: tuple
+
+    def problem(self, value) -> str | None:
+        problems = [rule.problem(value) for rule in self.rules]
+        return None if None in problems else problems[-1]
+
+    def fix(self) -> str:
+        return " or ".join(rule.fix() for rule in self.rules)
+
+
+BOOL = Choice((True, False))
+POS_INT, NONNEG_INT = Num(1, integer=True), Num(0, integer=True)
+POS, NONNEG = Num(0, lo_open=True), Num(0)
+FRACTION = Num(0, 1)              # [0, 1]
+OPEN_FRACTION = Num(0, 1, lo_open=True, hi_open=True)  # (0, 1)
+RATE = Num(0, 1, hi_open=True)    # [0, 1): a dropout or smoothing rate of 1 leaves nothing
+WIDTHS = ListOf(POS_INT)
+
+# the choices implemented elsewhere (tests/test_schema.py keeps them equal to the code's tables)
+DEVICES = ("auto", "cpu", "cuda", "mps")
+ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu")
+INITS = ("default", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal", "lecun_uniform",
+         "normal")
+SAMPLERS = ("oversample",)
+FUNCTIONS_1D = ("sinc", "sign_sine")   # or an expression in x, checked when the data is built
+OPERATIONS = ("add", "sub", "mul", "div")
+PLAYGROUND_KINDS = ("circle", "xor", "gauss", "spiral")
+FEATURES = ("x1", "x2", "x1sq", "x2sq", "x1x2", "sin_x1", "sin_x2")
+BOOLEAN_FUNCTIONS = ("and", "or", "xor", "nand", "nor", "xnor")
+PARTITIONS = ("sequential", "random")
+EMBEDDING_METHODS = ("pca", "tsne", "umap")
+
+# every knob a config can have, by its full key; a key a config lacks is not checked
+KNOBS: dict[str, object] = {
+    # top level (conf/train.yaml)
+    "lr": POS, "epochs": POS_INT, "batch_size": POS_INT, "seed": NONNEG_INT, "device": Choice(DEVICES),
+    "target_acc": FRACTION, "warmup_steps": NONNEG_INT, "objective": Text(null="best/<the judging metric>"),
+    # trainer, logger
+    "trainer.eval_batch_size": POS_INT, "trainer.log_every": POS_INT, "trainer.diverge_factor": Num(1),
+    "trainer.checkpoint": BOOL, "trainer.progress": Choice(("auto", True, False)),
+    "trainer.threads": Num(1, integer=True, null="torch's default, every core"),
+    "logger.enabled": BOOL, "logger.sample_images": NONNEG_INT,
+    # dataset: the image sets
+    "dataset.val_split": RATE, "dataset.limit": Num(1, integer=True, null="every training example"),
+    "dataset.sampler": Choice(SAMPLERS, null="a permutation per epoch"),
+    "dataset.resize": Num(1, integer=True, null="the images' own size"),
+    "dataset.label_noise": FRACTION, "dataset.test_split": OPEN_FRACTION, "dataset.download": BOOL,
+    "dataset.root": Text(), "dataset.mirror": Text(null="no mirror"),
+    "dataset.imbalance.classes": ListOf(NONNEG_INT, min_len=1), "dataset.imbalance.keep": Num(0, 1, lo_open=True),
+    # dataset: synthetic and text
+    "dataset.function": Text(), "dataset.interval": ListOf(Num(), length=2),
+    "dataset.n_train": POS_INT, "dataset.n_val": NONNEG_INT, "dataset.n_test": Num(2, integer=True),
+    "dataset.noise": NONNEG, "dataset.steps_per_epoch": Num(1, integer=True, null="one pass over the training split"),
+    "dataset.p": Num(2, integer=True), "dataset.operation": Choice(OPERATIONS),
+    "dataset.train_fraction": OPEN_FRACTION, "dataset.threshold": Num(0, 1, lo_open=True),
+    "dataset.kind": Choice(PLAYGROUND_KINDS), "dataset.n": Num(4, integer=True),
+    "dataset.features": ListOf(Choice(FEATURES), min_len=1),
+    "dataset.path": Text(null="$DLBENCH_TIMEMACHINE, then ../shared/data/timemachine.txt"),
+    "dataset.seq_len": POS_INT, "dataset.partition": Choice(PARTITIONS),
+    "dataset.clip_grad_norm": Num(0, lo_open=True, null="no clipping"), "dataset.prefix": Text(),
+    "dataset.generate_chars": NONNEG_INT,
+    # model
+    "model.init": Choice(INITS), "model.init_std": POS, "model.hidden": AnyOf((POS_INT, WIDTHS)), "model.activation": Choice(ACTIVATIONS),
+    "model.batchnorm": BOOL, "model.dropout": RATE, "model.channels": ListOf(POS_INT, min_len=1),
+    "model.kernel_size": POS_INT, "model.pool": Choice(("max", "avg")), "model.params": Num(10, integer=True),
+    "model.depth": POS_INT, "model.embed": Num(1, integer=True, null="one-hot tokens"), "model.dim": POS_INT,
+    "model.heads": POS_INT, "model.mlp_ratio": POS, "model.layers": POS_INT, "model.bidirectional": BOOL,
+    "model.impl": Choice(("torch", "scratch")), "model.width": POS, "model.stem": Choice(("auto", "imagenet", "small")),
+    "model.blocks_per_stage": POS_INT, "model.blocks": ListOf(ListOf(POS_INT, length=2), min_len=1),
+    # optimizer (lr is the top-level knob's)
+    "optimizer.momentum": Num(0, 1, hi_open=True), "optimizer.weight_decay": NONNEG, "optimizer.nesterov": BOOL,
+    "optimizer.betas": ListOf(Num(0, 1, hi_open=True), length=2), "optimizer.eps": POS,
+    "optimizer.alpha": Num(0, 1, hi_open=True), "optimizer.lr_decay": NONNEG, "optimizer.dampening": Num(0, 1),
+    # scheduler
+    "scheduler.T_max": POS_INT, "scheduler.eta_min": NONNEG, "scheduler.gamma": Num(0, 1, lo_open=True),
+    "scheduler.step_size": POS_INT, "scheduler.milestones": ListOf(POS_INT, min_len=1),
+    "scheduler.decay_steps": POS_INT, "scheduler.decay_rate": Num(0, 1, lo_open=True), "scheduler.staircase": BOOL,
+    "scheduler.max_lr": POS, "scheduler.pct_start": OPEN_FRACTION, "scheduler.div_factor": POS,
+    "scheduler.final_div_factor": POS, "scheduler.mode": Choice(("min", "max")),
+    "scheduler.factor": Num(0, 1, lo_open=True, hi_open=True), "scheduler.patience": NONNEG_INT,
+    "scheduler.threshold": NONNEG,
+    # regularizers
+    "regularizer.dropout.rate": RATE, "regularizer.batchnorm.enabled": BOOL, "regularizer.l2.coef": NONNEG,
+    "regularizer.l2.weights_only": BOOL, "regularizer.label_smoothing.eps": RATE,
+    "regularizer.grad_clip.max_norm": POS, "regularizer.early_stopping.monitor": Text(),
+    "regularizer.early_stopping.mode": Choice(("min", "max")), "regularizer.early_stopping.patience": POS_INT,
+    "regularizer.early_stopping.min_delta": NONNEG, "regularizer.early_stopping.restore_best": BOOL,
+    "regularizer.augmentation.crop_padding": NONNEG_INT, "regularizer.augmentation.hflip": BOOL,
+    "regularizer.augmentation.rotation": Num(0, 180), "regularizer.augmentation.noise_std": NONNEG,
+    # loss
+    "loss.label_smoothing": RATE, "loss.weight": ListOf(NONNEG, min_len=1, null="inverse class frequency"),
+    # probes
+    "probe.grad_norm.first_steps": NONNEG_INT, "probe.grad_norm.every": POS_INT, "probe.grad_norm.per_layer": BOOL,
+    "probe.embeddings.epochs": ListOf(NONNEG_INT, min_len=1, null="start, middle and end"),
+    "probe.embeddings.examples": Num(2, integer=True), "probe.embeddings.method": Choice(EMBEDDING_METHODS),
+    "probe.sharpness.every": Num(1, integer=True, null="at the end only"), "probe.sharpness.examples": POS_INT,
+    "probe.sharpness.iterations": POS_INT, "probe.sharpness.exact_max_params": NONNEG_INT,
+    "probe.trajectory.every": POS_INT, "probe.weight_norm.examples": POS_INT,
+}
+
+
+def _resolved(cfg: DictConfig) -> dict:
+    """The config as plain values; an interpolation that cannot be resolved is the user's error."""
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "?"
+        raise ConfigError(key, OmegaConf.select(cfg, key, default="?", throw_on_resolution_failure=False),
+                          f"cannot be resolved ({str(err).splitlines()[0]})",
+                          "write a plain value, or an interpolation of a key that exists") from None
+
+
+def _get(tree: dict, key: str):
+    node = tree
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
+
+
+_MISSING = object()
+
+
+def _interpolated(cfg: DictConfig, key: str) -> bool:
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent, default=None, throw_on_resolution_failure=False) if parent else cfg
+    return isinstance(node, DictConfig) and leaf in node and OmegaConf.is_interpolation(node, leaf)
+
+
+def check(cfg: DictConfig) -> dict:
+    """Raise a ConfigError for the first knob out of its type or range, or two knobs of one group
+    that contradict each other. Returns the resolved config."""
+    tree = _resolved(cfg)
+    for key, rule in KNOBS.items():
+        if _interpolated(cfg, key):
+            continue  # its source (optimizer.lr: ${lr}) is checked under its own name
+        value = _get(tree, key)
+        if value is _MISSING or (value is None and rule.null):
+            continue
+        why = "null is not allowed" if value is None else rule.problem(value)
+        if why is not None:
+            raise ConfigError(key, value, why, rule.fix())
+    for rule in RULES:
+        rule(tree)
+    return tree
+
+
+# ------------------------------------------------------------------ rules between keys of one group
+
+def _nesterov(tree: dict) -> None:
+    opt = tree.get("optimizer") or {}
+    if opt.get("nesterov") and (not opt.get("momentum") or opt.get("dampening", 0)):
+        raise ConfigError("optimizer.nesterov", True, "Nesterov momentum needs a momentum and no dampening",
+                          "set optimizer.momentum=0.9 too, or optimizer.nesterov=false")
+
+
+def _heads(tree: dict) -> None:
+    model = tree.get("model") or {}
+    if "heads" in model and "dim" in model and model["dim"] % model["heads"]:
+        raise ConfigError("model.heads", model["heads"], f"does not divide model.dim={model['dim']}",
+                          "choose heads that divide the width, e.g. model.heads=4 with model.dim=128")
+
+
+def _interval(tree: dict) -> None:
+    interval = (tree.get("dataset") or {}).get("interval")
+    if interval and not interval[0] < interval[1]:
+        raise ConfigError("dataset.interval", interval, "is empty: its start is not below its end",
+                          "give [low, high] with low < high, e.g. dataset.interval=[0,1]")
+
+
+def _milestones(tree: dict) -> None:
+    milestones = (tree.get("scheduler") or {}).get("milestones")
+    if milestones and list(milestones) != sorted(set(milestones)):
+        raise ConfigError("scheduler.milestones", milestones, "are not increasing",
+                          "list the epochs in increasing order, e.g. scheduler.milestones=[5,8]")
+
+
+def _boolean_function(tree: dict) -> None:
+    data = tree.get("dataset") or {}
+    if data.get("name") == "boolean" and data.get("function") not in BOOLEAN_FUNCTIONS:
+        raise ConfigError("dataset.function", data.get("function"), "is not a two-input boolean function",
+                          f"valid: {', '.join(BOOLEAN_FUNCTIONS)}")
+
+
+def _imbalance(tree: dict) -> None:
+    imbalance = (tree.get("dataset") or {}).get("imbalance")
+    if imbalance is not None and (not isinstance(imbalance, dict) or set(imbalance) != {"classes", "keep"}):
+        raise ConfigError("dataset.imbalance", imbalance, "needs exactly the keys classes and keep",
+                          "write dataset.imbalance='{classes: [0, 1], keep: 0.1}'")
+
+
+RULES = (_nesterov, _heads, _interval, _milestones, _boolean_function, _imbalance)
+
+
+
+# ------------------------------------------------------------------ rules that need the data's shape and the model
+
+SUMMARY_NUMBERS = ("params", "wall_seconds", "epochs_completed", "epochs_to_target", "seconds_to_target",
+                   "train_examples_per_second", "best/epoch")
+
+
+def check_fit(cfg: DictConfig) -> None:
+    """What needs torch but no data: the device exists, the model takes the data's inputs and
+    gives what the loss judges, each regularizer has somewhere to act, and the metrics that
+    `objective` and early stopping name are ones this run writes. The model is built on torch's
+    meta device: shapes only, no memory, no time."""
+    import torch
+
+    from dlbench.config import build
+    from dlbench.data import data_shape
+    from dlbench.losses import check_loss
+    from dlbench.regularizers import build_regularizers
+    from dlbench.runtime import resolve_device
+
+    resolve_device(cfg.device)
+    shape = data_shape(cfg.dataset)
+    classes = (cfg.dataset.get("imbalance") or {}).get("classes") or []
+    if any(k >= shape.num_classes for k in classes):
+        raise ConfigError("dataset.imbalance.classes", list(classes), f"names a class beyond the {shape.num_classes} "
+                          f"classes of dataset={cfg.dataset.name}", f"give class ids 0..{shape.num_classes - 1}")
+    with torch.device("meta"):
+        model = _model_on(cfg, shape)
+        loss = build(cfg.loss)
+        check_loss(loss, cfg.dataset.name, shape.task, shape.num_classes)
+        build_regularizers(cfg, model, loss if isinstance(loss, torch.nn.Module) else torch.nn.CrossEntropyLoss(),
+                           shape)
+    _check_metric_names(cfg, shape)
+
+
+def _model_on(cfg: DictConfig, shape):
+    """The model built for the data's shape and run on one example of it (meta tensors)."""
+    from dlbench.config import build
+
+    try:
+        model = build(cfg.model, in_shape=shape.in_shape, num_classes=shape.num_classes).eval()
+        _one_forward(model, shape)
+        return model
+    except ConfigError:
+        raise
+    except Exception as err:
+        inputs = "x".join(map(str, shape.in_shape))
+        fits = ", ".join(models_that_fit(shape)) or "none"
+        raise ConfigError("model", cfg.model.name, f"does not fit dataset={cfg.dataset.name} "
+                          f"({inputs} inputs, {shape.num_classes} outputs): {_cause(err)}",
+                          f"models that fit it: {fits}") from None
+
+
+def _one_forward(model, shape) -> None:
+    """Two examples through the model the way the task feeds them; the output must have one
+    column per class (or target)."""
+    import torch
+
+    x = torch.cat([shape.task.example_input(shape.in_shape, shape.num_classes)] * 2)
+    out, _, _ = shape.task.forward(model, x, shape.task.example_target(x, shape.num_classes), None)
+    if out.shape[-1] != shape.num_classes:
+        raise ValueError(f"it gives {out.shape[-1]} outputs per example")
+
+
+def models_that_fit(shape) -> list[str]:
+    """The registered models that, with their builders' defaults, take this data."""
+    import torch
+
+    from dlbench.models import MODELS, create_model
+
+    names = []
+    with torch.device("meta"):
+        for name in sorted(MODELS):
+            try:
+                _one_forward(create_model(name, in_shape=shape.in_shape, num_classes=shape.num_classes).eval(), shape)
+                names.append(name)
+            except Exception:
+                continue
+    return names
+
+
+def _cause(err: Exception) -> str:
+    from dlbench.errors import first_line
+
+    cause = err.__cause__ if err.__cause__ is not None and "InstantiationException" in type(err).__name__ else err
+    return first_line(cause, 300).rstrip(".")
+
+
+def _check_metric_names(cfg: DictConfig, shape) -> None:
+    epoch_metrics = shape.task.metric_names(shape.splits)
+    monitor = cfg.get("regularizer", {}).get("early_stopping", {}) or {}
+    if monitor and monitor.get("monitor") not in epoch_metrics:
+        raise ConfigError("regularizer.early_stopping.monitor", monitor.get("monitor"),
+                          f"is not a metric of a run on dataset={cfg.dataset.name}", f"valid: {', '.join(epoch_metrics)}")
+    objective = cfg.get("objective")
+    known = list(dict.fromkeys([*epoch_metrics, f"best/{shape.monitor}", *shape.task.report_extra, *SUMMARY_NUMBERS]))
+    if objective is not None and objective not in known:
+        raise ConfigError("objective", objective, f"is not a number the summary of a run on dataset={cfg.dataset.name} "
+                          "holds", f"valid: {', '.join(known)}")
