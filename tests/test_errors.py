@@ -146,6 +146,10 @@ FIT = {
                               ("monitor=val/loss", "dataset=playground", "test/loss")),
     "imbalance-class-beyond": (["dataset.imbalance={classes: [12], keep: 0.1}"], ("classes=[12]", "0..9")),
     "cuda-without-gpu": (["device=cuda"], ("device=cuda", "no CUDA GPU", "device=auto")),
+    "function-syntax": (["dataset=function", "loss=mse", "dataset.function='x**'"],
+                        ("dataset=function", "could not be evaluated", "an expression in x")),
+    "function-not-finite": (["dataset=function", "loss=mse", "dataset.function='1/x'"],
+                            ("dataset=function", "not finite at x=0", "write the limit in")),
 }
 
 # ------------------------------------------------------------------ what Hydra, the command line and other commands are given

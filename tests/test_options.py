@@ -133,6 +133,7 @@ def weight_norm(run_dir):
     return sum(v.pow(2).sum() for k, v in state.items() if k.endswith("weight")).sqrt().item()
 
 
+@pytest.mark.slow  # seconds of training: run by make test
 def test_l2_and_weight_decay_both_shrink_weights_and_differ(in_tmp):
     base = ("optimizer=adamw", "lr=3e-3", "epochs=3")
     run(digits_cfg(*base, "optimizer.weight_decay=0"), run_dir=in_tmp / "none")

@@ -1,6 +1,7 @@
 """Sweeps: the objective a sweeper reads, cores per parallel job, failed runs, resuming a sweep;
 then real sweeps on the digits through the command line (slow: seconds each), read back by
 `dlbench report`, TensorBoard, and compared across launchers."""
+import importlib.util
 import json
 import math
 import os
@@ -210,15 +211,17 @@ def test_a_submitit_local_sweep_gives_the_same_runs(basic):
 @pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]],
                          ids=["basic", "joblib"])
 def test_a_run_that_raises_is_failed_and_the_sweep_goes_on(in_tmp, launcher):
-    proc = dlbench("train", "-m", "model.activation=nosuch,relu", "dataset=digits", "model.hidden=[16]", "epochs=1",
-                   "logger=none", *launcher, "--into", "sweep", cwd=in_tmp, check=False)
+    # a valid config whose run raises at run time: umap-learn is not installed here
+    assert importlib.util.find_spec("umap") is None
+    proc = dlbench("train", "-m", "probe=embeddings", "probe.embeddings.method=umap,pca", "dataset=digits",
+                   "model.hidden=[16]", "epochs=1", "logger=none", *launcher, "--into", "sweep", cwd=in_tmp, check=False)
     assert proc.returncode == 1
-    assert "1 run(s) failed" in proc.stderr and "model.activation=nosuch" in proc.stderr
-    runs = {name.split("model.activation=")[1].split(",")[0]: s for name, s in summaries(in_tmp / "sweep").items()}
-    assert (runs["nosuch"]["status"], runs["relu"]["status"]) == ("failed", "completed")
-    assert "unknown activation 'nosuch'" in runs["nosuch"]["error"]
-    log = next((in_tmp / "sweep").glob("*nosuch*/train.log")).read_text()
-    assert "run failed" in log and "unknown activation 'nosuch'" in log
+    assert "1 run(s) failed" in proc.stderr and "method=umap" in proc.stderr
+    runs = {name.split("method=")[1].split(",")[0]: s for name, s in summaries(in_tmp / "sweep").items()}
+    assert (runs["umap"]["status"], runs["pca"]["status"]) == ("failed", "completed")
+    assert "needs umap-learn" in runs["umap"]["error"]
+    log = next((in_tmp / "sweep").glob("*method=umap*/train.log")).read_text()
+    assert "run failed" in log and "needs umap-learn" in log
 
 
 @pytest.mark.slow

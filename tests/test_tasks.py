@@ -48,6 +48,7 @@ def _strip(records):
     return [{k: v for k, v in m.items() if k != "epoch_seconds"} for m in records]
 
 
+@pytest.mark.slow  # seconds of training: run by make test
 def test_callback_order_does_not_change_a_run(in_tmp, monkeypatch):
     cfg = digits_cfg("epochs=3", "probe=[grad_norm,weight_norm]", "regularizer=early_stopping",
                      "regularizer.early_stopping.patience=1", "regularizer.early_stopping.monitor=train/loss",
@@ -77,6 +78,7 @@ class StopMidEpoch(StopAfter):
             raise self.error
 
 
+@pytest.mark.slow  # seconds of training: run by make test
 def test_a_resumed_run_keeps_each_probe_record_once_and_the_guards_memory(in_tmp, extra_callback):
     cfg = digits_cfg("epochs=3", "probe=grad_norm", "probe.grad_norm.first_steps=5", "probe.grad_norm.every=7")
     straight = run(cfg, run_dir=in_tmp / "straight")

@@ -47,6 +47,7 @@ def test_epochs_to_target_is_the_first_epoch_reaching_it(in_tmp):
     assert never["epochs_to_target"] is None and never["seconds_to_target"] is None
 
 
+@pytest.mark.slow  # seconds of training: run by make test
 def test_same_seed_same_losses_other_seed_other_losses(in_tmp):
     losses = {}
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):

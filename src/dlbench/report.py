@@ -525,7 +525,8 @@ def main(argv: list[str]) -> int:
     if unknown:
         raise ReportError(f"--rows/--cols {','.join(unknown)}: no run has that override; "
                           f"those that vary: {', '.join(varying_keys(runs)) or 'none'}")
-    known = sorted({k for r in runs for k, v in r.summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    known = sorted({k for r in runs for k, v in r.summary.items()
+                    if v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))}
                    | {k for r in runs for m in r.history for k in m})
     absent = [m for m in metrics if m not in known and m not in ("overrides", "status")]
     if args.metric and absent:

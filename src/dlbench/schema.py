@@ -322,7 +322,11 @@ def check_fit(cfg: DictConfig) -> None:
     from dlbench.runtime import resolve_device
 
     resolve_device(cfg.device)
-    shape = data_shape(cfg.dataset)
+    try:
+        shape = data_shape(cfg.dataset)  # the generated datasets are built: their builders check their keys
+    except (ValueError, TypeError) as err:
+        raise ConfigError("dataset", cfg.dataset.name, _cause(err),
+                          f"see conf/dataset/{cfg.dataset.name}.yaml for its keys") from None
     classes = (cfg.dataset.get("imbalance") or {}).get("classes") or []
     if any(k >= shape.num_classes for k in classes):
         raise ConfigError("dataset.imbalance.classes", list(classes), f"names a class beyond the {shape.num_classes} "
