@@ -32,6 +32,11 @@ def dlbench(*args: str, cwd: Path, check: bool = True, timeout: float = 300) -> 
     return proc
 
 
+def runs_in(sweep: Path) -> list[Path]:
+    """The run folders of a sweep folder (which also holds its report, plots/ and analysis/)."""
+    return sorted(d for d in sweep.iterdir() if (d / ".hydra").is_dir())
+
+
 class StopAfter(Callback):
     """Raise `error` once epoch `epoch` is recorded and checkpointed (as the next one starts), as a
     Ctrl-C or a crash would."""

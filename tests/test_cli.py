@@ -10,7 +10,7 @@ import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import dlbench
+from tests.conftest import dlbench, runs_in
 
 pytestmark = pytest.mark.slow
 
@@ -61,7 +61,7 @@ def test_sweep_with_a_diverging_rate_finishes(in_tmp):
     proc = dlbench("train", "-m", "lr=10,0.1", "dataset=digits", "epochs=3", cwd=in_tmp)
     assert proc.returncode == 0
     sweep = only((in_tmp / "outputs" / "sweeps").iterdir())
-    statuses = {run.name: summary(run)["status"] for run in sweep.iterdir() if run.is_dir()}
+    statuses = {run.name: summary(run)["status"] for run in runs_in(sweep)}
     assert statuses == {"dataset=digits,epochs=3,lr=10": "diverged", "dataset=digits,epochs=3,lr=0.1": "completed"}
     assert (sweep / "multirun.yaml").is_file()
 
@@ -73,7 +73,7 @@ def test_two_sweeps_started_together_get_their_own_folders(in_tmp):
     assert [p.wait(timeout=300) for p in procs] == [0, 0]
     sweeps = sorted((in_tmp / "outputs" / "sweeps").iterdir())
     assert len(sweeps) == 2
-    seeds = sorted(summary(only(d for d in s.iterdir() if d.is_dir()))["seed"] for s in sweeps)
+    seeds = sorted(summary(only(runs_in(s)))["seed"] for s in sweeps)
     assert seeds == [0, 1]
 
 

@@ -11,7 +11,8 @@ from tests.test_models import INPUT, TOKENS
 IN_MEMORY = {"digits": 10, "function": 1, "modular": 97, "playground": 2, "boolean": 2}
 
 
-@pytest.mark.parametrize("group", [g for g in GROUPS if g != "experiment"])
+# experiments and their variants (a study's arms) are composed with their study in test_study
+@pytest.mark.parametrize("group", [g for g in GROUPS if g not in ("experiment", "variant")])
 def test_every_group_option_composes_and_instantiates(group):
     options = group_options(group)
     assert options, f"conf/{group}/ has no options"
@@ -70,7 +71,8 @@ def test_defaults_are_the_documented_ones():
 @pytest.mark.parametrize("group", GROUPS)
 def test_base_configs_are_not_choices(group):
     assert not [option for option in group_options(group) if option.startswith("_")]
-    assert set(group_options(group)) <= {p.stem for p in (CONF_DIR / group).glob("*.yaml")}
+    folder = CONF_DIR / group
+    assert set(group_options(group)) <= {p.relative_to(folder).with_suffix("").as_posix() for p in folder.rglob("*.yaml")}
 
 
 def test_every_model_config_inherits_init_and_init_std():

@@ -137,7 +137,7 @@ def test_grokking_validation_follows_training_long_after_and_only_with_weight_de
 @pytest.mark.slow  # seconds of training: an end-to-end check, run by make test
 def test_the_transformer_learns_modular_addition(in_tmp):
     # its training set in 300 steps; generalising takes the long run measured in the README
-    cfg = compose(["experiment=grokking", "dataset.p=23", "model.dim=32", "model.heads=2", "epochs=3",
+    cfg = compose(["experiment=grokking", "model=transformer", "dataset.p=23", "model.dim=32", "model.heads=2", "epochs=3",
                    "logger=none", "trainer.checkpoint=false", *QUIET])
     summary = run(cfg, run_dir=in_tmp / "t")
     assert summary["model"] == "transformer" and summary["train/acc"] == 1.0
@@ -235,14 +235,15 @@ def test_an_epoch_of_n_steps_draws_full_batches_from_successive_permutations():
 def test_shallow_vs_deep_at_equal_size_is_one_sweep_and_its_report_shows_losses(in_tmp):
     from tests.conftest import dlbench
 
-    dlbench("train", "-m", "experiment=function_fit", "model.depth=1,3", "epochs=2", "dataset.steps_per_epoch=20",
-            "trainer.progress=false", "--into", "sweep", cwd=in_tmp)
+    dlbench("train", "experiment=function_fit", "model.depth=1,3", "dataset.function=sinc", "epochs=2",
+            "dataset.steps_per_epoch=20", "trainer.progress=false", "--into", "sweep", cwd=in_tmp)
     report = dlbench("report", "sweep", cwd=in_tmp).stdout
     header = next(line for line in report.splitlines() if line.startswith("| model.depth"))
-    assert header.split(" | ")[1:3] == ["test/loss", "best/val/loss"] and "acc" not in header
+    assert header.split(" | ")[1:3] == ["dataset.function=sinc test/loss", "dataset.function=sinc params |"]
+    assert "acc" not in header
     rows = [line for line in report.splitlines() if line.startswith(("| 1 ", "| 3 "))]
-    params = [int(row.split(" | ")[3].split()[0].replace(",", "")) for row in rows]
-    assert len(rows) == 2 and all(abs(n - 1000) <= 50 for n in params)  # one size, two depths
+    params = [int(row.split(" | ")[2].split()[0].replace(",", "")) for row in rows]
+    assert len(rows) == 2 and all(abs(n - 570) <= 30 for n in params)  # one size, two depths
 
 
 def test_an_interrupted_grokking_run_resumes_to_the_same_curve(in_tmp, extra_callback):
@@ -256,7 +257,7 @@ def test_an_interrupted_grokking_run_resumes_to_the_same_curve(in_tmp, extra_cal
 
 @pytest.mark.parametrize("task", [
     ["experiment=function_fit", "model.params=300"],
-    ["experiment=grokking", "dataset.p=11", "model.dim=16", "model.heads=2"],  # attention, differentiated twice
+    ["experiment=grokking", "model=transformer", "dataset.p=11", "model.dim=16", "model.heads=2"],  # attention, differentiated twice
     ["experiment=grokking", "dataset.p=11", "model=token_mlp", "model.embed=8", "model.hidden=[16]"],
     ["dataset=playground", "model.hidden=[8]"],
     ["dataset=boolean", "model.hidden=[2]"],

@@ -89,21 +89,25 @@ def pca_2d(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return pca(points, 2)
 
 
-def trajectory(runs: list[Path], color: str = "val/loss", out: Path | None = None) -> list[dict]:
+def trajectory(runs: list[Path], color: str = "val/loss", out: Path | None = None,
+               layer: str | None = None) -> list[dict]:
     """Project the saved weights of one or several runs (probe=trajectory) onto their first two
-    principal components, one line per run, coloured by `color` at that epoch."""
+    principal components, one line per run, coloured by `color` at that epoch. `layer` (a
+    parameter's name, or the start of several: `net.0`) keeps only those weights."""
     snapshots, rows = [], []
     for run in runs:
         files = sorted((run / "trajectory").glob("epoch_*.pt"))
         if not files:
             raise UserError(f"{run}: no trajectory/ snapshots; train it with probe=trajectory")
+        keep = _layer_slices(run, layer) if layer else None
         by_epoch = {m["epoch"]: m for m in read_metrics(run)}
         if by_epoch and not any(color in m for m in by_epoch.values()):
             valid = sorted({k for m in by_epoch.values() for k in m if k != "epoch"})
             raise UserError(f"--color {color}: {run} has no such metric; valid: {', '.join(valid)}")
         for f in files:
             epoch = int(f.stem.split("_")[1])
-            snapshots.append(_snapshot(f))
+            flat = _snapshot(f)
+            snapshots.append(torch.cat([flat[a:b] for a, b in keep]) if keep else flat)
             rows.append({"run": run.name, "epoch": epoch, color: by_epoch.get(epoch, {}).get(color)})
     if len({s.numel() for s in snapshots}) > 1:
         raise UserError(f"{', '.join(map(str, runs))}: the runs' models differ in size; give runs of one architecture")
@@ -111,9 +115,29 @@ def trajectory(runs: list[Path], color: str = "val/loss", out: Path | None = Non
     for row, (x, y) in zip(rows, coords.tolist()):
         row["pc1"], row["pc2"] = x, y
     out = out or runs[0].parent / "trajectory"
-    _write_rows(rows, out / "trajectory")
-    _plot_trajectory(rows, color, explained[:2].tolist(), out / "trajectory.png")
+    stem = f"trajectory_{layer}" if layer else "trajectory"
+    _write_rows(rows, out / stem)
+    _plot_trajectory(rows, color, explained[:2].tolist(), out / f"{stem}.png", layer)
     return rows
+
+
+def _layer_slices(run: Path, layer: str) -> list[tuple[int, int]]:
+    """The [start, end) slices of the flattened weights that belong to parameters named `layer`
+    or starting with `layer.`."""
+    path = run / "trajectory" / "params.json"
+    try:
+        layout = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise UserError(f"{run}: no readable trajectory/params.json to find layer {layer!r} in; "
+                        "train it again with probe=trajectory") from None
+    slices, start = [], 0
+    for name, size in layout:
+        if name == layer or name.startswith(layer + "."):
+            slices.append((start, start + size))
+        start += size
+    if not slices:
+        raise UserError(f"layer {layer!r}: no such parameter in {run}; valid: {', '.join(n for n, _ in layout)}")
+    return slices
 
 
 def _snapshot(path: Path) -> torch.Tensor:
@@ -124,7 +148,8 @@ def _snapshot(path: Path) -> torch.Tensor:
                                "delete it; the trajectory is drawn from the others") from None
 
 
-def _plot_trajectory(rows: list[dict], color: str, explained: list[float], path: Path) -> None:
+def _plot_trajectory(rows: list[dict], color: str, explained: list[float], path: Path,
+                     layer: str | None = None) -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 5))
     values = [r[color] for r in rows if r[color] is not None]
@@ -141,7 +166,7 @@ def _plot_trajectory(rows: list[dict], color: str, explained: list[float], path:
     fig.colorbar(points, label=color)
     ax.set_xlabel(f"PC1 ({explained[0]:.0%} of the variance)")
     ax.set_ylabel(f"PC2 ({explained[1]:.0%})" if len(explained) > 1 else "PC2")
-    ax.set_title("weight trajectories (x: before training)", fontsize=9)
+    ax.set_title(f"{'weights of ' + layer if layer else 'weight'} trajectories (x: before training)", fontsize=9)
     fig.tight_layout()
     save_figure(fig, path)
 

@@ -18,7 +18,7 @@ from dlbench.errors import UserError, first_line
 _PACKAGED = Path(__file__).resolve().parent / "conf"
 CONF_DIR = _PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().parents[2] / "conf"
 GROUPS = ("dataset", "model", "optimizer", "scheduler", "regularizer", "loss", "trainer", "logger", "probe",
-          "experiment")
+          "experiment", "variant")
 
 
 def path_safe(text: str, max_len: int = 120) -> str:
@@ -44,8 +44,11 @@ OmegaConf.register_new_resolver("run_name", run_name, replace=True)
 
 
 def group_options(group: str) -> list[str]:
-    # a leading underscore marks a base that options extend (model/_base.yaml), not a choice
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml") if not p.stem.startswith("_"))
+    # a leading underscore marks a base that options extend (model/_base.yaml), not a choice;
+    # a subfolder's options are named with it (variant=first_mlp/mse)
+    folder = CONF_DIR / group
+    return sorted(p.relative_to(folder).with_suffix("").as_posix() for p in folder.rglob("*.yaml")
+                  if not p.stem.startswith("_"))
 
 
 def registered_models() -> set[str]:
@@ -67,6 +70,11 @@ def list_main(args: list[str]) -> int:
     unconfigured = sorted(registered_models() - set(group_options("model")))
     if unconfigured:
         print(f"{'':<13}(registered without a config: {' '.join(unconfigured)})")
+    from dlbench.study import studies
+
+    print("\nstudies (dlbench train experiment=NAME; quick=true for a one-minute version):")
+    for name, about in studies().items():
+        print(f"  {name:<26}{about}")
     return 0
 
 

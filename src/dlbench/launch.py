@@ -13,7 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from dlbench import runfolder
+from dlbench import runfolder, study
 from dlbench.config import CONF_DIR, compose_or_explain, run_name, sweep_points
 from dlbench.errors import USER_ERROR_STATUS, DataNotFoundError, RunFolderError, UserError
 from dlbench.sweep import available_cpus, failed_runs, launched, objective_value, recorded_sweep, threads_per_job
@@ -109,9 +109,9 @@ def preflight(args: list[str]) -> None:
     before data loads, and before Hydra writes anything."""
     if any(a.split("=")[0] in INFO_FLAGS for a in args):
         return
-    from dlbench import schema
+    from dlbench import schema, study
 
-    configs = [compose_or_explain(point) for point in sweep_points(args)]
+    configs = [compose_or_explain(point) for point in sweep_points([*study.sweep_params(args), *args])]
     for cfg in configs:
         schema.check(cfg)
     for cfg in configs:
@@ -130,10 +130,14 @@ def train_main(args: list[str]) -> int:
     signal.signal(signal.SIGTERM, _interrupt)  # a killed run is recorded as interrupted
     launched.clear(), refused.clear(), current.clear()
     try:
+        if not any(a.split("=")[0] in INFO_FLAGS for a in args):
+            args = study.expand(args)
         args, made = _with_run_dir(args)
         sys.argv = ["dlbench train", *args]  # Hydra reads its overrides from sys.argv
         preflight(args)
         _hydra_train()
+        for sweep_dir, _ in launched:  # every multirun ends with its report (a study's: its own layout)
+            write_report(sweep_dir)
     except UserError as err:
         if debugging():
             raise
@@ -157,6 +161,13 @@ def train_main(args: list[str]) -> int:
         print(f"dlbench: {len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
+
+
+def write_report(sweep_dir: Path) -> None:
+    try:
+        print(study.finish(sweep_dir))
+    except UserError as err:  # no run got as far as a folder: the runs' own errors were said
+        print(f"dlbench: no report for {sweep_dir}: {err}", file=sys.stderr)
 
 
 def resume_main(args: list[str]) -> int:

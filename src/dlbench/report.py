@@ -402,27 +402,31 @@ def cell_label(table: Table, key: tuple, cell: Cell) -> str:
 
 
 def plot_curves(table: Table, kind: str, path: Path) -> bool:
-    """`kind` (loss or acc) per epoch of every run, one panel per split, one colour per cell
-    (its seeds share it); runs that did not complete are dashed."""
+    """`kind` (loss, acc, ppl, grad/norm, ...) per epoch of every run, one panel per split (or one
+    panel for a metric of no split), one colour per cell (its seeds share it); runs that did not
+    complete are dashed."""
     runs = [r for cell in table.cells.values() for r in cell.runs]
     splits = [s for s in ("train", "val", "test") if any(f"{s}/{kind}" in m for r in runs for m in r.history)]
-    if not splits:
+    names = [f"{s}/{kind}" for s in splits] or ([kind] if any(kind in m for r in runs for m in r.history) else [])
+    if not names:
         return False
     plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
-    fig, axes = plt.subplots(1, len(splits), figsize=(4.5 * len(splits) + 2.5, 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names) + 2.5, 4), squeeze=False)
     colours = plt.get_cmap("tab10" if len(table.cells) <= 10 else "tab20")
     keys = sorted(table.cells, key=lambda k: [value_order(v) for v in (*k[0], *k[1])])
-    for ax, split in zip(axes[0], splits):
+    for ax, name in zip(axes[0], names):
+        seen = [v for r in runs for m in r.history if isinstance(v := m.get(name), (int, float)) and math.isfinite(v)]
         for i, key in enumerate(keys):
             cell = table.cells[key]
             for j, r in enumerate(cell.runs):
-                ys = [math.nan if m.get(f"{split}/{kind}") is None else m[f"{split}/{kind}"] for m in r.history]
+                ys = [math.nan if m.get(name) is None else m[name] for m in r.history]
                 ax.plot([m["epoch"] for m in r.history], ys, color=colours(i % colours.N), marker="o", ms=2,
                         ls="-" if r.status == Status.COMPLETED else "--",
                         label=cell_label(table, key, cell) if j == 0 else None)  # one entry per cell
-        ax.set(title=f"{split}/{kind}", xlabel="epoch", yscale="log" if kind == "loss" else "linear")
+        wide = seen and min(seen) > 0 and max(seen) > 20 * min(seen)  # losses, perplexities: a log scale
+        ax.set(title=name, xlabel="epoch", yscale="log" if wide else "linear")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
@@ -470,21 +474,25 @@ def plot_metric_vs(table: Table, metric: str, path: Path) -> bool:
 
 # ---------------------------------------------------------------- the command
 
-def write_report(table: Table, runs: list[Run], out: Path, fmt_name: str) -> str:
+def write_report(table: Table, runs: list[Run], out: Path, fmt_name: str, title: str | None = None,
+                 curves: tuple[str, ...] = ("loss", "acc"), sections: list[str] = ()) -> str:
     """report.md, report.csv (one line per cell), runs.csv (one per run), plots/; returns the
-    text for the terminal in the chosen format."""
+    text for the terminal in the chosen format. A study gives its title, the metrics whose
+    curves it draws, and the sections its analyses wrote (markdown, figures under out/)."""
     grid = table_grid(table)
     notes = lr_notes(runs)
-    plots = {name: f"plots/{name}.png" for name in ("loss", "acc")}
+    plots = {name: f"plots/{name.replace('/', '_')}.png" for name in curves}
     made = {name: plot_curves(table, name, out / rel) for name, rel in plots.items()}
     metric_plot = f"plots/{table.metrics[0].replace('/', '_')}_vs_{(table.row_keys or ['x'])[0]}.png"
     made["vs"] = plot_metric_vs(table, table.metrics[0], out / metric_plot)
     plots["vs"] = metric_plot
     text = {"md": markdown(grid), "csv": table_csv(table), "latex": latex(grid)}
-    md = [f"# Report: {', '.join(sorted({str(r.path.parent) for r in runs}))}", "", status_line(runs), "",
+    heading = title or f"Report: {', '.join(sorted({str(r.path.parent) for r in runs}))}"
+    md = [f"# {heading}", "", status_line(runs), "",
           "Cells: mean ± sample std over seeds (completed runs; count in brackets); best per column in bold.", "",
-          text["md"], "", *[f"- {n}" for n in notes], "", "## Every run", "", markdown(runs_grid(runs, table.metrics)),
-          "", *[f"![{name}]({rel})" for name, rel in plots.items() if made[name]], ""]
+          text["md"], "", *[f"- {n}" for n in notes], "",
+          *[f"![{name}]({rel})" for name, rel in plots.items() if made[name]], "",
+          *sections, "## Every run", "", markdown(runs_grid(runs, table.metrics)), ""]
     (out / "report.md").write_text("\n".join(md))
     (out / "report.csv").write_text(text["csv"])
     with open(out / "runs.csv", "w", newline="") as f:
@@ -519,19 +527,34 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    runs = load_runs(args.folders, args.target)
-    metrics = [m for group in args.metric for m in group] if args.metric else default_metrics(runs)
-    unknown = [k for k in (args.rows or []) + (args.cols or []) if not any(k in r.overrides for r in runs)]
+    from dlbench import study
+
+    layout = study.read_study(args.folders[0]) if len(args.folders) == 1 else None
+    if layout is not None and not (args.rows or args.cols or args.metric or args.target):  # the study's own
+        print(study.finish(args.folders[0], out=args.out, fmt_name=args.format))
+        return 0
+    metrics = [m for group in args.metric for m in group] if args.metric else None
+    print(report(args.folders, metrics, args.rows, args.cols, args.target, args.format, args.out))
+    return 0
+
+
+def report(folders: list[Path], metrics: list[str] | None = None, rows: list[str] | None = None,
+           cols: list[str] | None = None, target: float | None = None, fmt_name: str = "md", out: Path | None = None,
+           **study) -> str:
+    """Read the runs under `folders`, lay out the table and write the report into `out` (default:
+    the first folder). `study` passes write_report's title, curves and sections."""
+    runs = load_runs(folders, target)
+    unknown = [k for k in (rows or []) + (cols or []) if not any(k in r.overrides for r in runs)]
     if unknown:
         raise ReportError(f"--rows/--cols {','.join(unknown)}: no run has that override; "
                           f"those that vary: {', '.join(varying_keys(runs)) or 'none'}")
     known = sorted({k for r in runs for k, v in r.summary.items()
                     if v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))}
                    | {k for r in runs for m in r.history for k in m})
-    absent = [m for m in metrics if m not in known and m not in ("overrides", "status")]
-    if args.metric and absent:
+    absent = [m for m in metrics or [] if m not in known and m not in ("overrides", "status")]
+    if absent and not study:  # a study's table shows — where its runs lack a number (say, all failed)
         raise ReportError(f"--metric {','.join(absent)}: no run has that number; valid: {', '.join(known)}")
-    out = args.out or args.folders[0]
+    out = out or folders[0]
     out.mkdir(parents=True, exist_ok=True)
-    print(write_report(build_table(runs, metrics, args.rows, args.cols), runs, out, args.format))
-    return 0
+    table = build_table(runs, metrics or default_metrics(runs), rows, cols)
+    return write_report(table, runs, out, fmt_name, **study)

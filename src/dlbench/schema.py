@@ -130,6 +130,7 @@ ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu")
 INITS = ("default", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal", "lecun_uniform",
          "normal")
 SAMPLERS = ("oversample",)
+NORMALIZE = ("standardize", "unit", "symmetric")
 FUNCTIONS_1D = ("sinc", "sign_sine")   # or an expression in x, checked when the data is built
 OPERATIONS = ("add", "sub", "mul", "div")
 PLAYGROUND_KINDS = ("circle", "xor", "gauss", "spiral")
@@ -143,17 +144,19 @@ KNOBS: dict[str, object] = {
     # top level (conf/train.yaml)
     "lr": POS, "epochs": POS_INT, "batch_size": POS_INT, "seed": NONNEG_INT, "device": Choice(DEVICES),
     "target_acc": FRACTION, "warmup_steps": NONNEG_INT, "objective": Text(null="best/<the judging metric>"),
+    "quick": BOOL,
     # trainer, logger
     "trainer.eval_batch_size": POS_INT, "trainer.log_every": POS_INT, "trainer.diverge_factor": Num(1),
-    "trainer.checkpoint": BOOL, "trainer.progress": Choice(("auto", True, False)),
+    "trainer.checkpoint": BOOL, "trainer.stop_at_target": BOOL, "trainer.progress": Choice(("auto", True, False)),
     "trainer.threads": Num(1, integer=True, null="torch's default, every core"),
     "logger.enabled": BOOL, "logger.sample_images": NONNEG_INT,
     # dataset: the image sets
     "dataset.val_split": RATE, "dataset.limit": Num(1, integer=True, null="every training example"),
+    "dataset.eval_limit": Num(1, integer=True, null="every validation and test example"),
     "dataset.sampler": Choice(SAMPLERS, null="a permutation per epoch"),
     "dataset.resize": Num(1, integer=True, null="the images' own size"),
     "dataset.label_noise": FRACTION, "dataset.test_split": OPEN_FRACTION, "dataset.download": BOOL,
-    "dataset.root": Text(), "dataset.mirror": Text(null="no mirror"),
+    "dataset.normalize": Choice(NORMALIZE), "dataset.root": Text(), "dataset.mirror": Text(null="no mirror"),
     "dataset.imbalance.classes": ListOf(NONNEG_INT, min_len=1), "dataset.imbalance.keep": Num(0, 1, lo_open=True),
     # dataset: synthetic and text
     "dataset.function": Text(), "dataset.interval": ListOf(Num(), length=2),
@@ -170,7 +173,7 @@ KNOBS: dict[str, object] = {
     # model
     "model.init": Choice(INITS), "model.init_std": POS, "model.hidden": AnyOf((POS_INT, WIDTHS)), "model.activation": Choice(ACTIVATIONS),
     "model.batchnorm": BOOL, "model.dropout": RATE, "model.channels": ListOf(POS_INT, min_len=1),
-    "model.kernel_size": POS_INT, "model.pool": Choice(("max", "avg")), "model.params": Num(10, integer=True),
+    "model.kernel_size": POS_INT, "model.pool": Choice(("max", "avg", "none")), "model.params": Num(10, integer=True),
     "model.depth": POS_INT, "model.embed": Num(1, integer=True, null="one-hot tokens"), "model.dim": POS_INT,
     "model.heads": POS_INT, "model.mlp_ratio": POS, "model.layers": POS_INT, "model.bidirectional": BOOL,
     "model.impl": Choice(("torch", "scratch")), "model.width": POS, "model.stem": Choice(("auto", "imagenet", "small")),
@@ -298,7 +301,13 @@ def _imbalance(tree: dict) -> None:
                           "write dataset.imbalance='{classes: [0, 1], keep: 0.1}'")
 
 
-RULES = (_nesterov, _heads, _interval, _milestones, _boolean_function, _imbalance)
+def _study(tree: dict) -> None:
+    from dlbench import study
+
+    study.check(tree.get("study"))
+
+
+RULES = (_nesterov, _heads, _interval, _milestones, _boolean_function, _imbalance, _study)
 
 
 

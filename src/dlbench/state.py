@@ -76,6 +76,7 @@ class RunState:
             "status": self.status,
             "task": task.name,
             "dataset": cfg.dataset.name,
+            "normalize": getattr(self.data, "normalize", None),  # images: how pixels were scaled; None for other data
             "model": cfg.model.name,
             "optimizer": cfg.optimizer._target_.rsplit(".", 1)[-1],
             "loss": cfg.loss._target_.rsplit(".", 1)[-1],

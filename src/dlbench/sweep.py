@@ -3,6 +3,7 @@ share, which runs failed (told through their folders, since a joblib or submitit
 another process) and re-running a recorded sweep into its own folder."""
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -20,10 +21,61 @@ launched: list[tuple[Path, float]] = []
 
 class RecordSweep(HydraCallback):
     """Hydra calls this in the launching process with the resolved sweep folder, wherever it was
-    set (the command line, an experiment file, the default pattern)."""
+    set (the command line, an experiment file, the default pattern). As each run starts, it says
+    which run of how many it is and, from the runs done so far, about how long the rest take."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         launched.append((Path(str(config.hydra.sweep.dir)), time.time()))
+        self.total, self.keys = planned_total(config)
+        self.pid, self.started, self.done = os.getpid(), time.time(), 0
+
+    def on_job_start(self, config: DictConfig, **kwargs) -> None:
+        if getattr(self, "pid", None) != os.getpid():
+            return  # a launcher's worker process: the launching one keeps count
+        elapsed = time.time() - self.started
+        shown = [o for o in config.hydra.overrides.task if o.lstrip("+~").split("=")[0] in self.keys]
+        line = f"dlbench: sweep run {config.hydra.job.num + 1}/{self.total or '?'}"
+        line += f" ({', '.join(shown)})" if shown else ""
+        if self.done:
+            line += f"; {self.done} done in {duration(elapsed)}"
+            if self.total:
+                line += f", about {duration(elapsed / self.done * (self.total - self.done))} left"
+        print(line, file=sys.stderr, flush=True)
+
+    def on_job_end(self, config: DictConfig, job_return, **kwargs) -> None:
+        if getattr(self, "pid", None) == os.getpid():
+            self.done += 1
+
+
+def planned_total(config: DictConfig) -> tuple[int | None, list[str]]:
+    """How many runs the sweep has (None when the sweeper decides as it goes and sets no count),
+    and the keys that vary."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    sweeper = config.hydra.sweeper
+    params = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
+    try:
+        parsed = OverridesParser.create().parse_overrides([*params, *config.hydra.overrides.task])
+    except HydraException:
+        return None, []
+    counts: dict[str, int | None] = {}
+    for o in parsed:  # a later override of a key replaces an earlier one, as in Hydra's sweeper
+        sweep = o.is_discrete_sweep() and o.value_type.name != "GLOB_CHOICE_SWEEP"
+        counts[o.get_key_element()] = len(list(o.sweep_string_iterator())) if sweep else (
+            None if o.is_sweep_override() else 1)
+    keys = [k for k, n in counts.items() if n != 1]
+    if str(sweeper.get("_target_", "")).endswith("BasicSweeper"):
+        return (None if None in counts.values() else math.prod(counts.values())), keys
+    return (int(sweeper.n_trials) if sweeper.get("n_trials") else None), keys
+
+
+def duration(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    return f"{minutes} min {seconds:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 def failed_runs(sweep_dir: Path, since: float) -> list[Path]:

@@ -15,6 +15,7 @@ from dlbench import checkpoint, runfolder, schema
 from dlbench.artifacts import failed_at_start, plot_curves, write_json_atomic
 from dlbench.callbacks import Callback, Callbacks
 from dlbench.callbacks.divergence import DivergenceGuard
+from dlbench.callbacks.early_stopping import StopAtTarget
 from dlbench.callbacks.progress import EpochLog, ProgressBar, wants_progress_bar
 from dlbench.callbacks.tensorboard import SampleImages, StepScalars
 from dlbench.config import build
@@ -116,6 +117,8 @@ def default_callbacks(cfg: DictConfig) -> list[Callback]:
         callbacks.append(StepScalars(cfg.trainer.log_every))
         if cfg.logger.sample_images:
             callbacks.append(SampleImages(cfg.logger.sample_images))
+    if cfg.trainer.get("stop_at_target"):
+        callbacks.append(StopAtTarget())
     if wants_progress_bar(cfg.trainer.progress):
         callbacks.append(ProgressBar(log_every=cfg.trainer.log_every))
     return callbacks

@@ -66,3 +66,13 @@ class EarlyStopping(Callback):
             "monitor": self.monitor, "best": self.best, "best_epoch": self.best_epoch,
             "stopped_epoch": self.stopped_epoch, "restored_best": self.restored,
             "metrics_at_best": {k: v for k, v in at_best.items() if k != "epoch"}}
+
+
+class StopAtTarget(Callback):
+    """trainer.stop_at_target: stop once the judging metric reaches target_acc, as a study of
+    epochs-to-target wants (a slow rate gets a long budget; a fast one stops when it gets there)."""
+
+    def on_epoch_end(self, state, metrics: dict) -> None:
+        value = metrics.get(state.monitor)
+        if state.task.has_target and value is not None and value >= state.cfg.target_acc:
+            state.should_stop = True

@@ -25,13 +25,18 @@ class ModelFigure(Callback):
 
 
 class FunctionPlot(ModelFigure):
-    """plots/function.png: the target on the test grid, the model's prediction, the training points."""
+    """plots/function.png: the target on the test grid, the model's prediction, the training points;
+    plots/function.csv: the target and the prediction on the grid."""
     name = "function"
 
     def draw(self, state):
         data, model = state.data, state.model
         grid, target = data.test.x, data.test.y  # (N, 1) each, the grid sorted
         prediction = model(data.test.prepare(grid))
+        rows = torch.stack([grid[:, 0], target[:, 0], prediction[:, 0]], 1).cpu().tolist()
+        state.run_dir.joinpath("plots").mkdir(exist_ok=True)  # the fit as numbers: a study overlays its runs'
+        state.run_dir.joinpath("plots", "function.csv").write_text(
+            "x,target,model\n" + "".join(f"{x:.6g},{t:.6g},{m:.6g}\n" for x, t, m in rows))
         plt = pyplot()
         fig, ax = plt.subplots(figsize=(6, 4))
         ax.scatter(data.train.x[:, 0].cpu(), data.train.y[:, 0].cpu(), s=4, alpha=0.3, color="grey", label="train")

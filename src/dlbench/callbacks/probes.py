@@ -190,7 +190,8 @@ class Sharpness(Callback):
 
 
 class Trajectory(Callback):
-    """The flattened weights before training and every `every` epochs, in trajectory/."""
+    """The flattened weights before training and every `every` epochs, in trajectory/, and which
+    slice of them each parameter is (trajectory/params.json), so one layer's path can be drawn."""
 
     def __init__(self, every: int = 1):
         self.every = every
@@ -198,6 +199,9 @@ class Trajectory(Callback):
     def save(self, state, epoch: int) -> None:
         folder = state.run_dir / "trajectory"
         folder.mkdir(exist_ok=True)
+        if not (folder / "params.json").exists():
+            layout = [[name, p.numel()] for name, p in state.model.named_parameters()]
+            (folder / "params.json").write_text(json.dumps(layout) + "\n")
         flat = torch.cat([p.detach().flatten() for p in state.model.parameters()]).cpu()
         torch.save(flat, folder / f"epoch_{epoch:04d}.pt")
 

@@ -53,6 +53,7 @@ class Dataset:
     classes: list[str]  # class names; empty for regression
     mean: list[float] | None = None  # images: per channel, of the training split, in [0, 1] pixel units
     std: list[float] | None = None
+    normalize: str | None = None  # images: how pixels were scaled (dlbench.data.vision.NORMALIZE)
     sampler: str | None = None  # how training batches are drawn: None (a permutation) or a SAMPLERS key
     task: Task = CLASSIFY
     steps_per_epoch: int | None = None  # None: an epoch is one pass; N: N steps (long runs on small sets)

@@ -103,11 +103,33 @@ def load_idx_dataset(cls, name: str, root: str, mirror: str | None, download: bo
         + "\nTo get it:\n" + _how_to_get(cls, name, raw))
 
 
+def _standardize(train_u8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    # per-channel statistics of the training split only; float64 so 54k images sum exactly enough
+    return train_u8.double().mean(dim=(0, 2, 3)) / 255, train_u8.double().std(dim=(0, 2, 3)) / 255
+
+
+def _fixed(mean: float, std: float):
+    return lambda train_u8: (torch.full((train_u8.shape[1],), mean, dtype=torch.float64),
+                             torch.full((train_u8.shape[1],), std, dtype=torch.float64))
+
+
+# pixels in [0, 1] become (x - mean) / std per channel
+NORMALIZE = {
+    "standardize": _standardize,     # mean 0, std 1 on the training split
+    "unit": _fixed(0.0, 1.0),        # [0, 1]: what ToTensor() gives
+    "symmetric": _fixed(0.5, 0.5),   # [-1, 1]: ToTensor() then Normalize(0.5, 0.5)
+}
+
+
 def build_dataset(name: str, val_split: float = 0.1, limit: int | None = None, seed: int = 0,
                   device: str | torch.device = "cpu", imbalance: dict | None = None, sampler: str | None = None,
-                  resize: int | None = None, label_noise: float = 0.0, **source_kwargs) -> Dataset:
+                  resize: int | None = None, label_noise: float = 0.0, normalize: str = "standardize",
+                  eval_limit: int | None = None,
+                  **source_kwargs) -> Dataset:
     if sampler is not None and sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; valid: null, {', '.join(SAMPLERS)}")
+    if normalize not in NORMALIZE:
+        raise ValueError(f"unknown normalize {normalize!r}; valid: {', '.join(NORMALIZE)}")
     raw = load_source(name, **source_kwargs)
     perm = torch.randperm(len(raw.train_y), generator=torch.Generator().manual_seed(seed))
     n_val = round(val_split * len(perm))
@@ -120,9 +142,7 @@ def build_dataset(name: str, val_split: float = 0.1, limit: int | None = None, s
     train_y = raw.train_y[train_idx]
     if label_noise:  # training labels only: validation and test stay true, so they measure generalisation
         train_y = corrupt_labels(train_y, label_noise, len(raw.classes), seed)
-    # per-channel statistics of the training split only; float64 so 54k images sum exactly enough
-    mean = train_u8.double().mean(dim=(0, 2, 3)) / 255
-    std = train_u8.double().std(dim=(0, 2, 3)) / 255
+    mean, std = NORMALIZE[normalize](train_u8)
 
     def to_split(x_u8: torch.Tensor, y: torch.Tensor) -> Split:
         x = x_u8.to(device).float().div_(255)  # move as uint8 (4x fewer bytes), convert there
@@ -133,12 +153,13 @@ def build_dataset(name: str, val_split: float = 0.1, limit: int | None = None, s
     return Dataset(
         name=name,
         train=to_split(train_u8, train_y),
-        val=to_split(raw.train_x[val_idx], raw.train_y[val_idx]) if n_val else None,
-        test=to_split(raw.test_x, raw.test_y),
+        val=to_split(raw.train_x[val_idx[:eval_limit]], raw.train_y[val_idx[:eval_limit]]) if n_val else None,
+        test=to_split(raw.test_x[:eval_limit], raw.test_y[:eval_limit]),
         classes=list(raw.classes),
         mean=mean.tolist(),
         std=std.tolist(),
         sampler=sampler,
+        normalize=normalize,
     )
 
 

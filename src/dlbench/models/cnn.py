@@ -6,7 +6,7 @@ from dlbench.models.registry import register_model
 from dlbench.models.layers import activation as make_activation
 from dlbench.models.layers import dense_stack
 
-POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
+POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d, "none": None}  # none: no pooling, the size is kept
 
 
 @register_model
@@ -21,8 +21,11 @@ def cnn(in_shape: tuple[int, ...], num_classes: int, channels: list[int] = (32, 
         layers.append(nn.Conv2d(c, out, kernel_size, padding=kernel_size // 2, bias=not batchnorm))
         if batchnorm:
             layers.append(nn.BatchNorm2d(out))
-        layers += [make_activation(activation), POOLS[pool](2)]
-        c, h, w = out, h // 2, w // 2
+        layers.append(make_activation(activation))
+        if POOLS[pool] is not None:
+            layers.append(POOLS[pool](2))
+            h, w = h // 2, w // 2
+        c = out
     if h == 0 or w == 0:
         raise ValueError(f"{len(channels)} pooling blocks shrink a {in_shape[1]}x{in_shape[2]} input"
                          " to nothing; use fewer channels entries")

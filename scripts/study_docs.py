@@ -1,0 +1,41 @@
+"""Copy a study's report into docs/studies/<study>/ for the README's catalogue.
+
+    python scripts/study_docs.py outputs/sweeps/<sweep> [...]
+
+Each sweep folder's report.md, its figures (plots/, analysis/ PNGs) and report.csv go to
+docs/studies/<study>/, where <study> is the sweep's experiment. Nothing is recomputed: the
+files are the ones `dlbench train experiment=<study>` wrote, so every number in the catalogue
+comes from a command anyone can run again.
+"""
+import shutil
+import sys
+from pathlib import Path
+
+import yaml
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "studies"
+
+
+def study_name(sweep: Path) -> str:
+    overrides = yaml.safe_load((sweep / "multirun.yaml").read_text())["hydra"]["overrides"]["task"]
+    return next(o.split("=", 1)[1] for o in overrides if o.split("=")[0] == "experiment")
+
+
+def copy(sweep: Path) -> Path:
+    target = DOCS / study_name(sweep)
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    for name in ("report.md", "report.csv"):
+        shutil.copy2(sweep / name, target / name)
+    for png in [*sweep.glob("plots/*.png"), *sweep.glob("analysis/**/*.png")]:
+        (target / png.relative_to(sweep)).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(png, target / png.relative_to(sweep))
+    return target
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    for arg in sys.argv[1:]:
+        print(f"{arg} -> {copy(Path(arg))}")
