@@ -90,10 +90,11 @@ def pca_2d(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def trajectory(runs: list[Path], color: str = "val/loss", out: Path | None = None,
-               layer: str | None = None) -> list[dict]:
+               layer: str | None = None, names: dict[Path, str] | None = None) -> list[dict]:
     """Project the saved weights of one or several runs (probe=trajectory) onto their first two
     principal components, one line per run, coloured by `color` at that epoch. `layer` (a
-    parameter's name, or the start of several: `net.0`) keeps only those weights."""
+    parameter's name, or the start of several: `net.0`) keeps only those weights. `names` labels
+    the runs (default: their folder names)."""
     snapshots, rows = [], []
     for run in runs:
         files = sorted((run / "trajectory").glob("epoch_*.pt"))
@@ -108,7 +109,8 @@ def trajectory(runs: list[Path], color: str = "val/loss", out: Path | None = Non
             epoch = int(f.stem.split("_")[1])
             flat = _snapshot(f)
             snapshots.append(torch.cat([flat[a:b] for a, b in keep]) if keep else flat)
-            rows.append({"run": run.name, "epoch": epoch, color: by_epoch.get(epoch, {}).get(color)})
+            rows.append({"run": (names or {}).get(run, run.name), "epoch": epoch,
+                         color: by_epoch.get(epoch, {}).get(color)})
     if len({s.numel() for s in snapshots}) > 1:
         raise UserError(f"{', '.join(map(str, runs))}: the runs' models differ in size; give runs of one architecture")
     coords, explained = pca_2d(torch.stack(snapshots))

@@ -193,8 +193,11 @@ class Cell:
     def values(self, metric: str) -> list[float]:
         return [v for r in self.runs if r.status == Status.COMPLETED and (v := r.value(metric)) is not None]
 
-    def mean(self, metric: str) -> float | None:
+    def mean(self, metric: str) -> float | int | None:
+        """The mean; a count (parameters, epochs) stays a whole number when every run agrees on it."""
         values = self.values(metric)
+        if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values) and len(set(values)) == 1:
+            return values[0]
         return statistics.fmean(values) if values else None
 
     def std(self, metric: str) -> float | None:
@@ -272,6 +275,8 @@ def fmt(value, std: float | None = None) -> str:
         return str(value)
     if isinstance(value, int) and std is None:
         return f"{value:,}"
+    if value and abs(value) < 1e-3:  # a small loss keeps its digits: 2.7e-05, not 0.0000
+        return f"{value:.2e}" if std is None else f"{value:.2e} ± {std:.1e}"
     places = 0 if abs(value) >= 100 else 4 if abs(value) < 1 else 2
     text = f"{value:,.{places}f}"
     return text if std is None else f"{text} ± {std:,.{places}f}"

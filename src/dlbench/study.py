@@ -18,6 +18,7 @@ default report. The code here serves every study; a study itself is data:
 
 Reading a study needs no torch: only the analyses that load weights import it.
 """
+import functools
 import json
 import math
 import sys
@@ -45,13 +46,18 @@ def analysis(fn: Callable) -> Callable:
 def study_config(args: list[str]):
     """The composed config (with Hydra's node) of a `dlbench train` command line, at every sweep
     override's first value."""
+    return _composed(tuple(args))
+
+
+@functools.lru_cache(maxsize=4)  # expand and the check before the sweep ask for the same command line
+def _composed(args: tuple[str, ...]):
     from hydra import compose, initialize_config_dir
 
     from dlbench.config import CONF_DIR, compose_or_explain, sweep_points
 
     if "--into" in args:  # its folder is not an override
         at = args.index("--into")
-        args = [*args[:at], *args[at + 2:]]
+        args = (*args[:at], *args[at + 2:])
     first = sweep_points([*args, "-m"])[0]
     compose_or_explain(first)  # a bad override is answered in one line before Hydra's own compose
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -67,8 +73,6 @@ def expand(args: list[str]) -> list[str]:
     cfg = study_config(args)
     layout = cfg.get("study")
     if cfg.get("quick") and layout is None:
-        from dlbench.config import group_options
-
         raise ConfigError("quick", True, "shortens a study, and the experiment chosen (if any) has none",
                           f"add experiment=NAME; studies: {', '.join(studies())}")
     if layout is None:
@@ -199,12 +203,14 @@ def trajectory(runs: list[Run], out: Path, color: str = "val/loss", layer: str |
     whole model's and, given `layer`, that layer's."""
     from dlbench.analysis import trajectory as project
 
-    done = [r.path for r in _completed(runs)]
+    keys = varying_keys(runs)
+    names = {r.path: _name(r, keys) for r in _completed(runs)}
+    done = list(names)
     if not done:
         raise UserError("no completed run to draw")
     lines = ["## Weight trajectories (PCA)", ""]
     for which in [None, *([layer] if layer else [])]:
-        rows = project(done, color, out / "trajectory", layer=which)
+        rows = project(done, color, out / "trajectory", layer=which, names=names)
         stem = f"trajectory_{which}" if which else "trajectory"
         lines += [f"{'Layer ' + which if which else 'Whole model'}: {len(rows)} snapshots of {len(done)} runs.", "",
                   f"![{stem}]({(out / 'trajectory' / f'{stem}.png').relative_to(out.parent)})", ""]
@@ -215,7 +221,12 @@ def trajectory(runs: list[Run], out: Path, color: str = "val/loss", layer: str |
 def gallery(runs: list[Run], out: Path, plot: str, title: str | None = None, columns: int = 4) -> list[str]:
     """One figure of every run's `plot` (a path or glob inside the run folder), labelled by its overrides."""
     keys = varying_keys(runs)
-    tiles = [(f"{_name(r, keys)}\n{p.stem}" if "*" in plot else _name(r, keys), p)
+
+    def caption(run: Run, path: Path) -> str:  # a single run needs no name: the file says what it is
+        name = _name(run, keys) if keys else ""
+        return "\n".join(part for part in (name, path.stem if "*" in plot else "") if part) or path.stem
+
+    tiles = [(caption(r, p), p)
              for r in sorted(_completed(runs), key=lambda r: [value_order(r.overrides.get(k)) for k in keys])
              for p in sorted(r.path.glob(plot))]
     if not tiles:
