@@ -30,6 +30,7 @@ import yaml
 from dlbench.errors import ConfigError, UserError
 from dlbench.figures import pyplot, save_figure
 from dlbench.report import Run, canonical, label, load_runs, markdown, report, value_order, varying_keys
+from dlbench.report import fmt as _fmt
 from dlbench.status import Status
 
 LAYOUT_KEYS = ("about", "quick", "rows", "cols", "metrics", "curves", "target", "analyses")
@@ -71,16 +72,16 @@ def expand(args: list[str]) -> list[str]:
     if not any(a.lstrip("+").split("=")[0] in ("experiment", "quick") for a in args):
         return args
     cfg = study_config(args)
-    layout = cfg.get("study")
-    if cfg.get("quick") and layout is None:
+    layout, quick = cfg.get("study"), cfg.get("quick") is True  # another value is the schema's to refuse
+    if quick and layout is None:
         raise ConfigError("quick", True, "shortens a study, and the experiment chosen (if any) has none",
                           f"add experiment=NAME; studies: {', '.join(studies())}")
     if layout is None:
         return args
     one_run = "hydra.mode=RUN" in args  # the study's setup, trained once
     multirun = [] if ("-m" in args or "--multirun" in args or one_run) else ["-m"]
-    quick = [str(o) for o in layout.get("quick") or []] if cfg.get("quick") else []
-    return [*multirun, *quick, *args]
+    shorter = [str(o) for o in layout.get("quick") or []] if quick else []
+    return [*multirun, *shorter, *args]
 
 
 def sweep_params(args: list[str]) -> list[str]:
@@ -292,11 +293,6 @@ def scatter(runs: list[Run], out: Path, x: str, y: list[str], log_x: bool = Fals
     grid = [["run", x, *y], *[[_name(r, keys), _fmt(v), *[_fmt(r.value(m)) for m in y]] for v, r in points]]
     stem = f"{'_'.join(m.replace('/', '_') for m in y)}_vs_{x.replace('/', '_')}"
     return [f"## {', '.join(y)} against {x}", "", markdown(grid), "", _figure(fig, out / f"{stem}.png", out)]
-
-
-def _fmt(value) -> str:
-    from dlbench.report import fmt
-    return fmt(value)
 
 
 @analysis
