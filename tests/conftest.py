@@ -9,6 +9,12 @@ from dlbench import train as train_module  # `dlbench` below is the command-line
 from dlbench.callbacks import Callback
 from dlbench.config import compose
 
+# The tests read this project's copy of the Time Machine text (beside the repository, as .ci/run
+# finds it), never a download; a test of the lookup itself clears the variable.
+SHARED_TEXT = Path(__file__).resolve().parents[2] / "shared" / "data" / "timemachine.txt"
+if not os.environ.get("DLBENCH_TIMEMACHINE") and SHARED_TEXT.is_file():
+    os.environ["DLBENCH_TIMEMACHINE"] = str(SHARED_TEXT)  # inherited by the `dlbench` processes tests start
+
 
 @pytest.fixture
 def in_tmp(tmp_path, monkeypatch):

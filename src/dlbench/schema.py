@@ -166,7 +166,7 @@ KNOBS: dict[str, object] = {
     "dataset.train_fraction": OPEN_FRACTION, "dataset.threshold": Num(0, 1, lo_open=True),
     "dataset.kind": Choice(PLAYGROUND_KINDS), "dataset.n": Num(4, integer=True),
     "dataset.features": ListOf(Choice(FEATURES), min_len=1),
-    "dataset.path": Text(null="$DLBENCH_TIMEMACHINE, then ../shared/data/timemachine.txt"),
+    "dataset.path": Text(null="<root>/timemachine/timemachine.txt, the mirror's, then the d2l.ai download"),
     "dataset.seq_len": POS_INT, "dataset.partition": Choice(PARTITIONS),
     "dataset.clip_grad_norm": Num(0, lo_open=True, null="no clipping"), "dataset.prefix": Text(),
     "dataset.generate_chars": NONNEG_INT,

@@ -4,8 +4,15 @@ ids on the device, cut into (batch, seq_len) windows by sequential or random par
 The vocabulary is fixed (not counted from the corpus), so a model's output size is known without
 reading the file: <unk>, space, a-z. Everything that is not a letter becomes a space, as in the
 textbook's preprocessing, so <unk> only appears for unusual characters in a generation prefix.
+
+The text file is found as the image sets are: dataset.path (or $DLBENCH_TIMEMACHINE) alone when
+set; else <root>/timemachine/timemachine.txt, the mirror's timemachine.txt, then the copy the
+textbook uses, downloaded into the root (kept only when its SHA-1 is the textbook's), so the next
+run finds it there. When none works the error names every place tried.
 """
+import hashlib
 import math
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,17 +21,20 @@ from typing import ClassVar
 
 import torch
 from torch import nn
+from torchvision.datasets.utils import download_url
 
 from dlbench.data.base import DataShape
 from dlbench.data.registry import SHAPES
-from dlbench.errors import DataNotFoundError
+from dlbench.errors import DataNotFoundError, first_line
 from dlbench.tasks import LM, Task
 
 VOCAB = ["<unk>", " ", *"abcdefghijklmnopqrstuvwxyz"]
 INDEX = {ch: i for i, ch in enumerate(VOCAB)}
-# the repository lives at <somewhere>/main next to <somewhere>/shared, where the corpus is kept
-DEFAULT_PATH = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "timemachine.txt"
-GUTENBERG = "https://www.gutenberg.org/ebooks/35 (plain text)"
+FILE = "timemachine.txt"  # looked for as <root>/timemachine/timemachine.txt and <mirror>/timemachine.txt
+# the copy Dive into Deep Learning trains on, and the SHA-1 its DATA_HUB checks it against
+URL = "http://d2l-data.s3-accelerate.amazonaws.com/timemachine.txt"
+SHA1 = "090b5e7e70c295757f55df93cb0a180b9691891a"
+MIRROR = "/usr/share/datasets/timemachine"  # a system-wide folder holding timemachine.txt, for offline machines
 
 
 def clean(text: str) -> str:
@@ -163,24 +173,65 @@ class TextDataset:
         return PARTITIONS[self.partition](split, batch_size, generator)
 
 
-def read_corpus(path: str | None) -> str:
-    where = Path(path).expanduser() if path else DEFAULT_PATH
-    if not where.is_file():
-        raise DataNotFoundError(
-            f"The Time Machine text not found at {where} (dataset.path, or $DLBENCH_TIMEMACHINE; the default is "
-            f"../shared/data/timemachine.txt next to the repository).\nTo get it: download {GUTENBERG} and set "
-            f"dataset.path=FILE")
-    return where.read_text(encoding="utf-8")
+def _download(dest: Path) -> str | None:
+    """Fetch d2l's copy to dest, kept only if its SHA-1 is d2l's; return why not, or None on success."""
+    part = dest.with_name(f".{dest.name}.download")
+    try:
+        part.unlink(missing_ok=True)  # without an md5 download_url takes a file already there as done
+        download_url(URL, str(dest.parent), part.name)
+        sha1 = hashlib.sha1(part.read_bytes()).hexdigest()
+        if sha1 != SHA1:
+            return f"the file's SHA-1 is {sha1}, not d2l's {SHA1}; not kept"
+        os.replace(part, dest)  # renamed when whole and right: a later run trusts whatever is at dest
+        return None
+    except Exception as err:  # urllib's URLError/HTTPError, OSError offline or on an unwritable root
+        return f"failed ({first_line(err, 200)})"
+    finally:
+        part.unlink(missing_ok=True)
 
 
-def build_timemachine(name: str = "timemachine", path: str | None = None, seq_len: int = 35, partition: str = "sequential",
-                      val_split: float = 0.1, limit: int | None = None, clip_grad_norm: float | None = 1.0,
+def find_corpus(path: str | None, root: str, mirror: str | None = MIRROR, download: bool = True) -> Path:
+    """The text file: dataset.path if set, else <root>/timemachine/, the mirror, then d2l's download into the root."""
+    if path:  # an explicit file and nothing else: a typo must not quietly train on another copy
+        where = Path(path).expanduser()
+        if where.is_file():
+            return where
+        raise DataNotFoundError(f"The Time Machine text not found at {where} (dataset.path, or $DLBENCH_TIMEMACHINE): "
+                                f"no such file; correct the path, or unset both to look in the data root, the "
+                                f"mirror, then download it")
+    home = Path(root).expanduser() / "timemachine" / FILE
+    if home.is_file():
+        return home
+    tried = [f"{home} (dataset.root): does not exist"]
+    if mirror:
+        copy = Path(mirror).expanduser() / FILE
+        if copy.is_file():
+            return copy  # read where it is: unlike torchvision's sets, nothing needs it in the root's layout
+        tried.append(f"{copy} (dataset.mirror): does not exist")
+    if download:
+        why = _download(home)
+        if why is None:
+            return home
+        tried.append(f"download of {URL} into {home}: {why}")
+    else:
+        tried.append("download: skipped (dataset.download=false)")
+    raise DataNotFoundError(
+        "The Time Machine text not found. Looked in:\n" + "\n".join(f"  - {t}" for t in tried)
+        + f"\nTo get it:\n  - download {URL} to {home} (dataset.root, or $DLBENCH_DATA, sets the root),"
+          f"\n    or into {Path(mirror or MIRROR)}/ (dataset.mirror) for every user of the machine"
+          f"\n  - or put the text anywhere and set dataset.path=FILE (or $DLBENCH_TIMEMACHINE=FILE)")
+
+
+def build_timemachine(name: str = "timemachine", path: str | None = None, root: str = "~/.cache/dlbench",
+                      mirror: str | None = MIRROR, download: bool = True, seq_len: int = 35,
+                      partition: str = "sequential", val_split: float = 0.1, limit: int | None = None,
+                      clip_grad_norm: float | None = 1.0,
                       prefix: str = "time traveller", generate_chars: int = 50, seed: int = 0,
                       device: str | torch.device = "cpu") -> TextDataset:
     # seed is accepted like every dataset's, but the split is deterministic: the tail is validation
     if partition not in PARTITIONS:
         raise ValueError(f"unknown partition {partition!r}; valid: {', '.join(PARTITIONS)}")
-    tokens = encode(clean(read_corpus(path)))
+    tokens = encode(clean(find_corpus(path, root, mirror, download).read_text(encoding="utf-8")))
     n_val = round(val_split * len(tokens))
     train, val = tokens[:len(tokens) - n_val], tokens[len(tokens) - n_val:]  # the held-out tail
     if limit is not None:
