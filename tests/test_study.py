@@ -117,6 +117,11 @@ def test_a_sweep_says_which_run_it_is_on_and_ends_with_its_report(in_tmp, capsys
     assert "sweep run 2/2 (lr=0.01); 1 done in" in err and "left" in err
     report = (in_tmp / "sw" / "report.md").read_text()
     assert "| lr |" in report and "| 0.01 |" in report and "| 0.1 |" in report
+    # the same sweep grown by a rate: the two runs found finished take no time, so they give no estimate
+    assert train("-m", "dataset=digits", "model.hidden=[16]", "epochs=1", "lr=0.1,0.01,0.001", "logger=none",
+                 *QUIET, "--into", "sw") == 0
+    line = next(x for x in capsys.readouterr().err.splitlines() if "sweep run 3/3" in x)
+    assert "2 done in" in line and "left" not in line
 
 
 def test_stop_at_target_ends_a_run_at_the_first_epoch_that_reaches_it(in_tmp):

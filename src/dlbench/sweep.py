@@ -28,23 +28,39 @@ class RecordSweep(HydraCallback):
         launched.append((Path(str(config.hydra.sweep.dir)), time.time()))
         self.total, self.keys = planned_total(config)
         self.pid, self.started, self.done = os.getpid(), time.time(), 0
+        self.trained, self.training_seconds = 0, 0.0  # runs trained here, not found finished: the rate
 
     def on_job_start(self, config: DictConfig, **kwargs) -> None:
         if getattr(self, "pid", None) != os.getpid():
             return  # a launcher's worker process: the launching one keeps count
-        elapsed = time.time() - self.started
+        self.job_started = time.time()
+        self.kept = finished_before(config)
         shown = [o for o in config.hydra.overrides.task if o.lstrip("+~").split("=")[0] in self.keys]
         line = f"dlbench: sweep run {config.hydra.job.num + 1}/{self.total or '?'}"
         line += f" ({', '.join(shown)})" if shown else ""
         if self.done:
-            line += f"; {self.done} done in {duration(elapsed)}"
-            if self.total:
-                line += f", about {duration(elapsed / self.done * (self.total - self.done))} left"
+            line += f"; {self.done} done in {duration(self.job_started - self.started)}"
+            if self.total and self.trained:
+                line += f", about {duration(self.training_seconds / self.trained * (self.total - self.done))} left"
         print(line, file=sys.stderr, flush=True)
 
     def on_job_end(self, config: DictConfig, job_return, **kwargs) -> None:
         if getattr(self, "pid", None) == os.getpid():
             self.done += 1
+            if not self.kept:  # a run found finished took no time: it says nothing of the others
+                self.trained += 1
+                self.training_seconds += time.time() - self.job_started
+
+
+def finished_before(config: DictConfig) -> bool:
+    """Whether the job's folder already holds a finished run (which `dlbench train` keeps as it is)."""
+    from dlbench.status import FINISHED
+
+    folder = config.hydra.runtime.get("output_dir")
+    try:
+        return bool(folder) and (read_json(Path(folder) / "summary.json") or {}).get("status") in FINISHED
+    except ValueError:
+        return False
 
 
 def planned_total(config: DictConfig) -> tuple[int | None, list[str]]:
