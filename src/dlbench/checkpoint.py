@@ -37,6 +37,7 @@ def full_state(state, callbacks) -> dict:
         "model": state.model.state_dict(),
         "optimizer": state.optimizer.state_dict(),
         "schedule": state.schedule.state_dict(),
+        "precision": state.precision.state_dict(),  # the grad scaler's scale and growth count
         "generator": state.generator.get_state(),
         "rng": rng_state(),
         "callbacks": callbacks.state_dict(),
@@ -99,6 +100,7 @@ def restore(state, callbacks, ckpt: dict) -> None:
     state.model.load_state_dict(ckpt["model"])
     state.optimizer.load_state_dict(ckpt["optimizer"])
     state.schedule.load_state_dict(ckpt["schedule"])
+    state.precision.load_state_dict(ckpt.get("precision", {}))
     state.generator.set_state(ckpt["generator"].cpu())
     set_rng_state(ckpt["rng"])
     callbacks.load_state_dict(ckpt.get("callbacks", {}))

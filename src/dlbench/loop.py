@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
+from dlbench.precision import FP32, Precision
+
 Forward = Callable[[nn.Module, torch.Tensor, torch.Tensor, object], tuple[torch.Tensor, torch.Tensor, object]]
 
 
@@ -29,7 +31,8 @@ def detach_state(state):
 
 def train_one_epoch(model: nn.Module, batches: Iterable, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
                     on_step: Callable[[dict], None] | None = None, clip_grad: float | None = None,
-                    accuracy: bool = True, forward: Forward = plain_forward) -> dict[str, float]:
+                    accuracy: bool = True, forward: Forward = plain_forward,
+                    precision: Precision = FP32) -> dict[str, float]:
     """The mean loss (and accuracy) over the epoch's rows, "grad/norm" (the mean norm before
     clipping) when clip_grad is set, and the counts: "examples" (batch rows: images, sequences)
     and "rows" (what the loss averages over: examples, or a language model's characters).
@@ -40,14 +43,16 @@ def train_one_epoch(model: nn.Module, batches: Iterable, loss_fn: nn.Module, opt
     step: dict[str, torch.Tensor] = {}
     carry, examples, carries = None, 0, getattr(batches, "carries_state", False)
     for x, y in batches:
-        out, target, carry = forward(model, x, y, carry)
-        loss = loss_fn(out, target)
+        with precision.autocast():
+            out, target, carry = forward(model, precision.inputs(x), y, carry)
+            loss = loss_fn(out, target).float()
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        precision.backward(loss)
         if clip_grad is not None:
+            precision.unscale(optimizer)
             norms.append(nn.utils.clip_grad_norm_(model.parameters(), clip_grad))
             step["grad/norm"] = norms[-1]
-        optimizer.step()
+        precision.step(optimizer)
         carry = detach_state(carry) if carries else None
         step["loss"] = loss = loss.detach()
         losses.append(loss)
@@ -80,14 +85,15 @@ def predict(model: nn.Module, batches: Iterable) -> tuple[torch.Tensor, torch.Te
 
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Iterable, loss_fn: nn.Module, accuracy: bool = True,
-             forward: Forward = plain_forward) -> dict[str, float]:
+             forward: Forward = plain_forward, precision: Precision = FP32) -> dict[str, float]:
     """The loss (and accuracy) over every row of the batches; a recurrent state runs through them all."""
     model.eval()
     loss_sum = correct = n = 0
     carry = None
     for x, y in batches:
-        out, target, carry = forward(model, x, y, carry)
-        loss_sum += loss_fn(out, target) * len(target)
+        with precision.autocast():
+            out, target, carry = forward(model, precision.inputs(x), y, carry)
+            loss_sum += loss_fn(out, target).float() * len(target)
         if accuracy:
             correct += (out.argmax(1) == target).sum()
         n += len(target)

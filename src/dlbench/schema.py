@@ -137,6 +137,7 @@ PLAYGROUND_KINDS = ("circle", "xor", "gauss", "spiral")
 FEATURES = ("x1", "x2", "x1sq", "x2sq", "x1x2", "sin_x1", "sin_x2")
 BOOLEAN_FUNCTIONS = ("and", "or", "xor", "nand", "nor", "xnor")
 PARTITIONS = ("sequential", "random")
+PRECISIONS = (32, "bf16", 16)
 EMBEDDING_METHODS = ("pca", "tsne", "umap")
 
 # every knob a config can have, by its full key; a key a config lacks is not checked
@@ -149,6 +150,7 @@ KNOBS: dict[str, object] = {
     "trainer.eval_batch_size": POS_INT, "trainer.log_every": POS_INT, "trainer.diverge_factor": Num(1),
     "trainer.checkpoint": BOOL, "trainer.stop_at_target": BOOL, "trainer.progress": Choice(("auto", True, False)),
     "trainer.threads": Num(1, integer=True, null="torch's default, every core"),
+    "trainer.precision": Choice(PRECISIONS), "trainer.compile": BOOL, "trainer.channels_last": BOOL,
     "logger.enabled": BOOL, "logger.sample_images": NONNEG_INT,
     # dataset: the image sets
     "dataset.val_split": RATE, "dataset.limit": Num(1, integer=True, null="every training example"),

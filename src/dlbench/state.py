@@ -11,6 +11,7 @@ from dlbench.artifacts import epochs_to_target
 from dlbench.metrics import improves
 from dlbench.models.registry import count_params
 from dlbench.optim import Schedule
+from dlbench.precision import FP32, Precision
 from dlbench.recorder import Recorder
 from dlbench.status import Status
 from dlbench.tasks import Task
@@ -31,6 +32,7 @@ class RunState:
     generator: torch.Generator
     recorder: Recorder
     clip_grad: float | None = None
+    precision: Precision = FP32  # number format, grad scaler, channels-last inputs
     overrides: list[str] = field(default_factory=list)
     epoch: int = 0              # epochs completed
     global_step: int = 0
@@ -94,6 +96,8 @@ class RunState:
             "train_examples_per_second": (round(self.train_examples / self.train_seconds, 1)
                                           if self.train_seconds else None),
             "device": str(self.device),
+            **self.precision.summary(),
+            "compile": bool(cfg.trainer.get("compile", False)),
             "threads": torch.get_num_threads(),  # throughput depends on it; parallel sweeps split the cores
             "seed": cfg.seed,
             "overrides": self.overrides,

@@ -22,6 +22,7 @@ from dlbench.config import build
 from dlbench.errors import Diverged, RunFolderError
 from dlbench.losses import build_loss
 from dlbench.optim import build_optimizer, build_schedule
+from dlbench.precision import Precision, prepare
 from dlbench.recorder import Recorder, TensorBoardSink
 from dlbench.regularizers import build_regularizers
 from dlbench.runtime import resolve_device, seed_everything
@@ -88,7 +89,10 @@ def build_state(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> tuple[R
     seed_everything(cfg.seed)
     data = build(cfg.dataset, seed=cfg.seed, device=device)
     model = build(cfg.model, in_shape=data.in_shape, num_classes=data.num_classes).to(device)
+    precision = Precision.build(cfg.trainer, device)
+    model = prepare(model, cfg.trainer, precision)
     state, regularizer_callbacks = _training_state(cfg, run_dir, device, data, model)
+    state.precision = precision
     state.overrides = overrides
     probes = [build(node) for node in (cfg.get("probe") or {}).values()]
     return state, Callbacks(regularizer_callbacks + probes + data.task.callbacks(cfg) + default_callbacks(cfg))

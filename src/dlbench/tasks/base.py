@@ -11,6 +11,7 @@ from torch import nn
 
 from dlbench.loop import Forward, evaluate, plain_forward, train_one_epoch
 from dlbench.metrics import direction
+from dlbench.precision import FP32, Precision
 
 
 def _no_callbacks(cfg) -> list:
@@ -74,19 +75,21 @@ class Task:
         """A split's loss and accuracy under their slash-scoped names: the one place they are named."""
         return {f"{split}/{k}": result[k] for k in ("loss", "acc") if k in result}
 
-    def evaluate(self, model: nn.Module, data, splits: dict, loss_fn: nn.Module, cfg) -> dict:
+    def evaluate(self, model: nn.Module, data, splits: dict, loss_fn: nn.Module, cfg,
+                 precision: Precision = FP32) -> dict:
         """Every split's scores, {"val/loss": ..., "val/acc": ...}."""
         metrics = {}
         for name, split in splits.items():
             batches = data.eval_batches(split, self.eval_batch_size(cfg))
-            metrics.update(self.score(name, evaluate(model, batches, loss_fn, not self.regression, self.forward)))
+            metrics.update(self.score(name, evaluate(model, batches, loss_fn, not self.regression, self.forward,
+                                                     precision)))
         return metrics
 
     def train_and_evaluate(self, state, on_step) -> tuple[dict, float, int]:
         """Train one epoch and evaluate every split: (metrics, training seconds, examples trained on)."""
         start = time.perf_counter()
         train = train_one_epoch(state.model, state.train_batches, state.train_loss, state.optimizer, on_step,
-                                state.clip_grad, not self.regression, self.forward)
+                                state.clip_grad, not self.regression, self.forward, state.precision)
         seconds = time.perf_counter() - start
         metrics = self.score("train", train)
         if "grad/norm" in train:
@@ -94,7 +97,7 @@ class Task:
         splits = state.data.eval_splits()
         if self.eval_train:
             splits = {"train": state.data.train, **splits}
-        metrics.update(self.evaluate(state.model, state.data, splits, state.loss_fn, state.cfg))
+        metrics.update(self.evaluate(state.model, state.data, splits, state.loss_fn, state.cfg, state.precision))
         metrics.update(self.throughput(train, seconds))
         return metrics, seconds, train["examples"]
 
