@@ -1,17 +1,19 @@
 """Where a run's numbers, pictures and text go. The recorder is built before any callback and
 closed after all of them, so every callback can write at any hook, in any order:
 
-- an epoch's metrics: a line of metrics.jsonl, a line of the log, and a scalar per metric;
+- an epoch's metrics: a line of metrics.jsonl, a line of the log, and a scalar per metric; the
+  first epoch's also name the charts (one per metric, its train/val/test on one chart);
 - scalar / image / figure / text / histogram / embedding: to every sink (TensorBoard is one;
   figures also to plots/<name>.png);
 - summary[...]: additions to summary.json, which the run writes from them.
 """
 import logging
+import re
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from dlbench.artifacts import append_metrics
+from dlbench.artifacts import append_metrics, atomic_path
 from dlbench.figures import save_figure
 
 log = logging.getLogger("dlbench")
@@ -19,6 +21,9 @@ log = logging.getLogger("dlbench")
 HPARAM_METRICS = ("train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc")
 # the HParams plugin's session status for each run status (it has no "aborted")
 HPARAM_STATUS = {"completed": "STATUS_SUCCESS", "interrupted": "STATUS_UNKNOWN"}
+SPLITS = ("train", "val", "test")
+CHARTS_CATEGORY = "train / val / test"  # the custom-scalars section; one title, so a sweep's runs share it
+PROJECTOR_CONFIG = "projector_config.pbtxt"  # where TensorBoard's projector looks, beside the event files
 
 
 class Recorder:
@@ -35,6 +40,8 @@ class Recorder:
         for key, value in metrics.items():
             if key != "epoch" and value is not None:
                 self.scalar(key, value, metrics["epoch"])
+        if metrics["epoch"] == 1:  # names every per-split metric the run writes; a resumed run has its charts
+            self.charts(split_charts(metrics))
         self._each("flush")
 
     def _each(self, method: str, *args) -> None:
@@ -64,18 +71,41 @@ class Recorder:
         """features: (N, D), one label per row."""
         self._each("embedding", name, features, labels, step)
 
+    def charts(self, charts: dict[str, list[str]]) -> None:
+        """{title: [scalar names]}: scalars drawn together on one chart."""
+        self._each("charts", charts)
+
     def close(self, status: str) -> None:
         self._each("close", status)
 
 
+def split_charts(metrics) -> dict[str, list[str]]:
+    """{"loss": ["train/loss", "val/loss", "test/loss"], "acc": [...]}: each per-split metric
+    among these names, with the splits that have it."""
+    charts: dict[str, list[str]] = {}
+    for split in SPLITS:
+        for key in metrics:
+            scope, _, name = key.partition("/")
+            if scope == split and name:
+                charts.setdefault(name, []).append(key)
+    return charts
+
+
 class TensorBoardSink:
-    """TensorBoard event files in the run folder, with HParams for comparing a sweep's runs."""
+    """TensorBoard event files in the run folder, with HParams for comparing a sweep's runs, a
+    custom-scalars layout and the projector's files (projector_config.pbtxt, projector/)."""
 
     def __init__(self, run_dir: Path, cfg, fresh: bool):
+        from google.protobuf import text_format
+        from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
         from torch.utils.tensorboard import SummaryWriter
         from torch.utils.tensorboard.summary import hparams
 
+        self.run_dir = run_dir
         self.writer = SummaryWriter(log_dir=str(run_dir))
+        self.projector = ProjectorConfig()
+        if (run_dir / PROJECTOR_CONFIG).is_file():  # a resumed run's embeddings from before it stopped
+            text_format.Parse((run_dir / PROJECTOR_CONFIG).read_text(), self.projector)
         if fresh:  # a resumed run already has its HParams
             exp, ssi, _ = hparams(flat_hparams(cfg), {m: 0.0 for m in HPARAM_METRICS})
             for summary in (exp, ssi):
@@ -88,13 +118,40 @@ class TensorBoardSink:
         self.writer.add_image(name, image, global_step=step, dataformats="HWC")
 
     def text(self, name, text, step):
-        self.writer.add_text(name, text, step)
+        # the text tab renders Markdown, which collapses runs of spaces and trims the end (what a
+        # language model's sample is often made of): a fenced block shows the characters as they are
+        self.writer.add_text(name, f"```\n{text}\n```", step)
 
     def histogram(self, name, values, step):
         self.writer.add_histogram(name, values, step)
 
     def embedding(self, name, features, labels, step):
-        self.writer.add_embedding(features, metadata=labels, tag=name, global_step=step)
+        # not SummaryWriter.add_embedding: it keeps the list of embeddings in the writer, so a resumed
+        # run's new writer rewrote projector_config.pbtxt without those from before the resume
+        import numpy as np
+        import torch
+        from google.protobuf import text_format
+        from tensorboard.plugins.projector.projector_config_pb2 import EmbeddingInfo
+
+        folder = f"projector/{step:05d}/{name}"  # relative to the config: the run folder can move
+        with atomic_path(self.run_dir / folder / "tensors.tsv") as tmp:
+            np.savetxt(tmp, torch.as_tensor(features).float().numpy(), fmt="%.7g", delimiter="\t")  # (N, D)
+        with atomic_path(self.run_dir / folder / "metadata.tsv") as tmp:
+            tmp.write_text("".join(f"{label}\n" for label in labels))  # one column: no header row
+        info = EmbeddingInfo(tensor_name=f"{name}:{step:05d}", tensor_path=f"{folder}/tensors.tsv",
+                             metadata_path=f"{folder}/metadata.tsv")
+        kept = [e for e in self.projector.embeddings if e.tensor_name != info.tensor_name]  # a step redone
+        del self.projector.embeddings[:]
+        self.projector.embeddings.extend([*kept, info])
+        with atomic_path(self.run_dir / PROJECTOR_CONFIG) as tmp:
+            tmp.write_text(text_format.MessageToString(self.projector))
+
+    def charts(self, charts):
+        # a chart's tags are regular expressions (searched, not matched): anchored, so `train/loss`
+        # does not also draw a `train/loss_ema`
+        layout = {CHARTS_CATEGORY: {title: ["Multiline", [f"^{re.escape(tag)}$" for tag in tags]]
+                                    for title, tags in charts.items()}}
+        self.writer.add_custom_scalars(layout)
 
     def flush(self):
         self.writer.flush()

@@ -11,11 +11,18 @@ from dlbench.figures import pyplot, save_figure
 class StepScalars(Callback):
     def __init__(self, log_every: int):
         self.log_every = log_every
+        self.lr = None
+
+    def on_epoch_start(self, state) -> None:
+        self.lr = state.optimizer.param_groups[0]["lr"]
 
     def on_step(self, state, step: dict) -> None:
+        # by now the schedule has moved the optimizer on to the next step's rate: the rate this step
+        # used is the one it held after the step before (as an epoch's `lr` is the one it starts with)
+        lr, self.lr = self.lr, state.optimizer.param_groups[0]["lr"]
         if state.global_step % self.log_every == 0:
             state.recorder.scalar("train/step_loss", step["loss"].item(), state.global_step)
-            state.recorder.scalar("train/step_lr", state.optimizer.param_groups[0]["lr"], state.global_step)
+            state.recorder.scalar("train/step_lr", lr, state.global_step)
             if "grad/norm" in step:
                 state.recorder.scalar("grad/step_norm", step["grad/norm"].item(), state.global_step)
 
