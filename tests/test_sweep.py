@@ -190,7 +190,9 @@ def same_runs(sweep, reference, rel=1e-4):
 def test_a_joblib_sweep_gives_the_same_runs_on_shared_cores(basic):
     cwd, reference, _ = basic
     args = ["-m", "lr=0.05,10", "seed=0,1", *SWEEP[3:]]
-    dlbench("train", *args, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "--into", "joblib", cwd=cwd)
+    # threads=null: the launcher's fixed split (auto would share the cores as the jobs come and go)
+    dlbench("train", *args, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "trainer.threads=null",
+            "--into", "joblib", cwd=cwd)
     got = same_runs(cwd / "joblib", reference)
     assert sorted(s["status"] for s in got.values()) == ["completed", "completed", "diverged", "diverged"]
     assert {s["threads"] for s in got.values()} == {max(1, available_cpus() // 2)}

@@ -38,8 +38,12 @@ def _job(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     current.append(Path(hydra_cfg.runtime.output_dir))
-    threads = cfg.trainer.threads or threads_per_job(hydra_cfg.launcher, available_cpus())
-    if threads:
+    threads = cfg.trainer.threads
+    if threads == "auto" and hydra_cfg.launcher.get("cpus_per_task"):
+        cfg.trainer.threads = threads = int(hydra_cfg.launcher.cpus_per_task)  # a cluster task owns its cores
+    elif threads is None:
+        threads = threads_per_job(hydra_cfg.launcher, available_cpus())
+    if isinstance(threads, int):
         torch.set_num_threads(threads)
     try:
         summary = run(cfg)

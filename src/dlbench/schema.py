@@ -149,7 +149,7 @@ KNOBS: dict[str, object] = {
     # trainer, logger
     "trainer.eval_batch_size": POS_INT, "trainer.log_every": POS_INT, "trainer.diverge_factor": Num(1),
     "trainer.checkpoint": BOOL, "trainer.stop_at_target": BOOL, "trainer.progress": Choice(("auto", True, False)),
-    "trainer.threads": Num(1, integer=True, null="torch's default, every core"),
+    "trainer.threads": AnyOf((Choice(("auto",)), Num(1, integer=True, null="torch's default, every core"))),
     "trainer.precision": Choice(PRECISIONS), "trainer.compile": BOOL, "trainer.channels_last": BOOL,
     "logger.enabled": BOOL, "logger.sample_images": NONNEG_INT,
     # dataset: the image sets

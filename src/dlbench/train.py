@@ -28,6 +28,7 @@ from dlbench.regularizers import build_regularizers
 from dlbench.runtime import resolve_device, seed_everything
 from dlbench.state import RunState
 from dlbench.status import FINISHED, Status
+from dlbench.threads import ShareThreads
 
 log = logging.getLogger("dlbench")
 
@@ -56,7 +57,7 @@ def start(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> tuple[RunStat
     try:
         schema.check(cfg)
         schema.check_fit(cfg)
-        if cfg.trainer.threads:
+        if isinstance(cfg.trainer.threads, int):  # auto: ShareThreads sets them as the run goes
             torch.set_num_threads(cfg.trainer.threads)
         state, callbacks = build_state(cfg, run_dir, overrides)
         checkpoint.resume(state, callbacks)
@@ -121,6 +122,8 @@ def default_callbacks(cfg: DictConfig) -> list[Callback]:
         callbacks.append(StepScalars(cfg.trainer.log_every))
         if cfg.logger.sample_images:
             callbacks.append(SampleImages(cfg.logger.sample_images))
+    if cfg.trainer.threads == "auto":
+        callbacks.append(ShareThreads())
     if cfg.trainer.get("stop_at_target"):
         callbacks.append(StopAtTarget())
     if wants_progress_bar(cfg.trainer.progress):
