@@ -122,6 +122,30 @@ def preflight(args: list[str]) -> None:
         schema.check_fit(cfg)
 
 
+class SacctSaidOnce(logging.Filter):
+    """submitit asks `sacct` for its jobs' states, at every poll of a SLURM sweep. On a cluster without
+    job accounting (AccountingStorageType=accounting_storage/none, as in scripts/cluster.sh's one-node
+    cluster) each poll fails: `sacct` prints "Slurm accounting storage is disabled" and submitit warns
+    "Bypassing sacct error ..., status may be inaccurate". The sweep is not harmed (a job's end is read
+    from the result file it writes to <sweep>/.submitit/), so the warning is said once, with a pointer."""
+
+    said = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "Bypassing sacct error" not in record.getMessage():
+            return True
+        if self.said:
+            return False
+        self.said = True
+        record.msg, record.args = (f"{record.getMessage()} [dlbench: said once a sweep; on a cluster without job "
+                                   "accounting every poll fails, and a job's end is read from its result file "
+                                   "in .submitit/ (README: SLURM)]"), ()
+        return True
+
+
+sacct_said_once = SacctSaidOnce()
+
+
 def _interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -133,6 +157,8 @@ def train_main(args: list[str]) -> int:
     made = None
     signal.signal(signal.SIGTERM, _interrupt)  # a killed run is recorded as interrupted
     launched.clear(), refused.clear(), current.clear()
+    sacct_said_once.said = False
+    logging.getLogger("submitit").addFilter(sacct_said_once)  # once: the logger keeps one of each filter
     try:
         if not any(a.split("=")[0] in INFO_FLAGS for a in args):
             args = study.expand(args)
