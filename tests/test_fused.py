@@ -56,6 +56,16 @@ CASES = {
 }
 
 
+def test_a_fused_sweep_has_the_numbers_of_the_same_runs_alone(tmp_path):
+    """The fast one: momentum, a schedule with warm-up and dropout at once, two rates."""
+    args = ["lr=0.1,0.05", "epochs=2", "optimizer.momentum=0.9", "scheduler=cosine", "warmup_steps=20",
+            "regularizer=dropout", "regularizer.dropout.rate=0.3"]
+    assert sweep(tmp_path / "alone", *args, fused=False) == 0
+    assert sweep(tmp_path / "fused", *args) == 0
+    assert_same_runs(tmp_path / "fused", tmp_path / "alone")
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES)
 def test_a_fused_run_has_the_numbers_it_has_alone(tmp_path, case):
     assert sweep(tmp_path / "alone", *CASES[case], fused=False) == 0
@@ -64,6 +74,7 @@ def test_a_fused_run_has_the_numbers_it_has_alone(tmp_path, case):
     assert all((run / "checkpoints" / "last.pt").is_file() for run in runs_in(tmp_path / "fused"))
 
 
+@pytest.mark.slow
 def test_a_diverging_member_stops_alone_and_the_others_go_on(tmp_path):
     args = ["lr=20,0.1", "optimizer.momentum=0.9", "epochs=4"]
     sweep(tmp_path / "alone", *args, fused=False)
@@ -73,6 +84,7 @@ def test_a_diverging_member_stops_alone_and_the_others_go_on(tmp_path):
     assert_same_runs(tmp_path / "fused", tmp_path / "alone")
 
 
+@pytest.mark.slow
 def test_members_stop_early_each_at_its_own_epoch(tmp_path):
     args = ["lr=0.3,0.01", "epochs=12", "regularizer=early_stopping", "regularizer.early_stopping.patience=2"]
     sweep(tmp_path / "alone", *args, fused=False)
@@ -81,6 +93,7 @@ def test_members_stop_early_each_at_its_own_epoch(tmp_path):
     assert len({summary(r)["epochs_completed"] for r in runs_in(tmp_path / "fused")}) == 2
 
 
+@pytest.mark.slow
 def test_a_killed_group_resumes_to_the_numbers_of_an_unbroken_one(tmp_path, extra_callback):
     args = ["lr=0.1,0.05", "optimizer=adam", "regularizer=dropout", "epochs=4"]
     sweep(tmp_path / "alone", *args, fused=False)
@@ -100,6 +113,7 @@ def test_runs_that_cannot_be_fused_train_alone_and_say_why(tmp_path, capsys):
     assert {summary(r)["status"] for r in runs_in(tmp_path / "fused")} == {"completed"}
 
 
+@pytest.mark.slow
 def test_each_member_logs_to_its_own_folder(tmp_path):
     sweep(tmp_path / "fused", "lr=0.1,0.05")
     for run in runs_in(tmp_path / "fused"):

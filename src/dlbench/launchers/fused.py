@@ -123,8 +123,9 @@ class Group:
                          for name, module in model.named_modules() if isinstance(module, nn.Dropout)]
         self.mask_shapes: dict[tuple, list[tuple]] = {}
         self.clip = [m.state.clip_grad for m in members]
-        self.loss = members[0].state.loss_fn if same_losses(members) else None
+        self.loss = vmap(members[0].state.loss_fn) if same_losses(members) else None
         self.call = vmap(lambda p, x: functional_call(self.base, p, (x,)))
+        self.base.train()  # only training runs through it: evaluation uses each member's own model
 
     def release(self, k: int) -> None:
         """Member k leaves: its parameters and optimizer state get storage of their own."""
@@ -165,9 +166,8 @@ class Group:
     def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """One step of every member on its batch (x: (K, B, ...), y: (K, B)): the (K,) losses, the
         (K, B, C) outputs and, when a member clips, the (K,) gradient norms before clipping."""
-        self.base.train()
         out = self.call({**self.stacked, **self.masks(x[0])}, x)
-        losses = (vmap(self.loss)(out, y) if self.loss is not None else
+        losses = (self.loss(out, y) if self.loss is not None else
                   torch.stack([m.state.loss_fn(o, t) for m, o, t in zip(self.members, out, y)]))
         for p in self.stacked.values():
             p.grad = None

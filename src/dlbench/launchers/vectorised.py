@@ -24,6 +24,8 @@ class VectorisedOptimizer:
         self.kind = type(optimizers[0]).__name__
         self.cached: tuple | None = None
         self.state = [self._gather(i, p) for i, p in enumerate(stacked)]
+        if self.kind != "SGD":  # a run's parameters all take their steps together: one count per run
+            self.steps = self.state[0]["step"].tolist()
 
     def _gather(self, i: int, stacked: torch.Tensor) -> dict:
         """Stacked optimizer state of parameter i from the runs' torch optimizers (a resumed run has some)."""
@@ -61,6 +63,12 @@ class VectorisedOptimizer:
     @torch.no_grad()
     def step(self) -> None:
         h = self.hyper()
+        if self.kind != "SGD":  # the bias corrections, in double as torch's scalars, once for every parameter
+            self.steps = [s + 1 for s in self.steps]
+            like = self.stacked[0]
+            h["neg_step_size_t"] = _column([-lr / (1 - b[0] ** s) for lr, b, s in zip(h["lr"], h["betas"], self.steps)],
+                                           like)
+            h["bc2_sqrt_t"] = _column([(1 - b[1] ** s) ** 0.5 for b, s in zip(h["betas"], self.steps)], like)
         for param, state in zip(self.stacked, self.state):
             if param.grad is not None:
                 (self._sgd if self.kind == "SGD" else self._adam)(param, param.grad, state, h)
@@ -82,21 +90,19 @@ class VectorisedOptimizer:
 
     def _adam(self, p, g, state, h) -> None:
         col = lambda t: self._col(t, p)  # noqa: E731
-        state["step"] += 1
         decoupled = self.kind == "AdamW"
         if any(h["weight_decay"]):
             if decoupled:  # 1 - lr * wd in double, as torch computes its scalar
-                p.mul_(col(_column([1 - lr * wd for lr, wd in zip(h["lr"], h["weight_decay"])], p)))
+                if "decay_t" not in h:
+                    h["decay_t"] = _column([1 - lr * wd for lr, wd in zip(h["lr"], h["weight_decay"])], p)
+                p.mul_(col(h["decay_t"]))
             else:
                 g = g + col(h["wd_t"]) * p
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
         exp_avg.lerp_(g, col(h["one_minus_b1_t"]))
         exp_avg_sq.mul_(col(h["b2_t"])).addcmul_(g, g * col(h["one_minus_b2_t"]))
-        steps = state["step"].tolist()  # (K,) on the CPU: python floats, as torch's scalars are
-        step_size = [lr / (1 - b[0] ** s) for lr, b, s in zip(h["lr"], h["betas"], steps)]
-        bc2_sqrt = [(1 - b[1] ** s) ** 0.5 for b, s in zip(h["betas"], steps)]
-        denom = (exp_avg_sq.sqrt() / col(_column(bc2_sqrt, p))).add_(col(h["eps_t"]))
-        p.addcdiv_(exp_avg * col(_column([-s for s in step_size], p)), denom)
+        denom = (exp_avg_sq.sqrt() / col(h["bc2_sqrt_t"])).add_(col(h["eps_t"]))
+        p.addcdiv_(exp_avg * col(h["neg_step_size_t"]), denom)
 
     def export(self, k: int) -> None:
         """Run k's slices of the state into its torch optimizer (views: nothing is copied)."""
@@ -105,8 +111,8 @@ class VectorisedOptimizer:
             if self.kind == "SGD":  # torch keeps no state for a run without momentum
                 if opt.param_groups[0]["momentum"] != 0 and bool(state["has"][k]):
                     opt.state[params[i]] = {"momentum_buffer": state["momentum_buffer"][k]}
-            elif state["step"][k] > 0:
-                opt.state[params[i]] = {"step": torch.tensor(float(state["step"][k])),
+            elif self.steps[k] > 0:
+                opt.state[params[i]] = {"step": torch.tensor(float(self.steps[k])),
                                         "exp_avg": state["exp_avg"][k], "exp_avg_sq": state["exp_avg_sq"][k]}
 
 
