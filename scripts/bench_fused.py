@@ -40,7 +40,8 @@ def timed(args: list[str], folder: Path) -> float:
 
 
 def losses(folder: Path) -> dict[str, float]:
-    return {p.parent.name: json.loads(p.read_text())["test/loss"] for p in folder.glob("*/summary.json")}
+    summaries = {p.parent.name: json.loads(p.read_text()) for p in folder.glob("*/summary.json")}
+    return {name: (s["status"], s.get("test/loss")) for name, s in summaries.items()}
 
 
 def main() -> None:
@@ -55,8 +56,10 @@ def main() -> None:
                 basic.append(timed(SWEEPS[name], Path(tmp) / f"{name}-basic-{r}"))
                 fused.append(timed([*SWEEPS[name], "hydra/launcher=fused"], Path(tmp) / f"{name}-fused-{r}"))
             a, b = losses(Path(tmp) / f"{name}-basic-0"), losses(Path(tmp) / f"{name}-fused-0")
-            same = a.keys() == b.keys() and all(abs(a[k] - b[k]) <= 1e-4 * max(1.0, abs(a[k])) for k in a)
-            print(f"{name}: {len(a)} runs; basic {min(basic):.1f} s, fused {min(fused):.1f} s: "
+            same = a.keys() == b.keys() and all(a[k][0] == b[k][0] and (a[k][1] is None) == (b[k][1] is None) and (
+                a[k][1] is None or abs(a[k][1] - b[k][1]) <= 1e-4 * max(1.0, abs(a[k][1]))) for k in a)
+            statuses = sorted({status for status, _ in a.values()})
+            print(f"{name}: {len(a)} runs ({', '.join(statuses)}); basic {min(basic):.1f} s, fused {min(fused):.1f} s: "
                   f"{min(basic) / min(fused):.2f}x (fastest of {args.repeats}); same test/loss: {same}", flush=True)
 
 

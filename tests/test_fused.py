@@ -56,6 +56,7 @@ CASES = {
 }
 
 
+@pytest.mark.slow
 def test_a_fused_sweep_has_the_numbers_of_the_same_runs_alone(tmp_path):
     """The fast one: momentum, a schedule with warm-up and dropout at once, two rates."""
     args = ["lr=0.1,0.05", "epochs=2", "optimizer.momentum=0.9", "scheduler=cosine", "warmup_steps=20",
@@ -107,6 +108,7 @@ def test_a_killed_group_resumes_to_the_numbers_of_an_unbroken_one(tmp_path, extr
     assert "resuming" in log and "epoch 3/4" in log
 
 
+@pytest.mark.slow
 def test_runs_that_cannot_be_fused_train_alone_and_say_why(tmp_path, capsys):
     assert sweep(tmp_path / "fused", "lr=0.1,0.05", "regularizer=batchnorm") == 0
     assert "trains alone: the model keeps running statistics (batch norm)" in capsys.readouterr().err
