@@ -28,6 +28,7 @@ def test_16_bit_training_follows_fp32(tmp_path, fp32, mode, tolerance):
     assert losses(summary) != losses(fp32)  # it did run in 16 bits: the rounding shows
 
 
+@pytest.mark.slow
 def test_fp16_resumes_with_its_loss_scale(tmp_path, extra_callback):
     cfg = digits_cfg("trainer.precision=16", "epochs=3")
     straight, resumed = straight_and_resumed(cfg, tmp_path, 1, extra_callback)
@@ -36,6 +37,7 @@ def test_fp16_resumes_with_its_loss_scale(tmp_path, extra_callback):
     assert scale["scale"] > 0 and "_growth_tracker" in scale
 
 
+@pytest.mark.slow
 def test_fp16_scaler_unscales_before_clipping(tmp_path):
     """A clipped norm is the true gradient's: with the scale (65536) left in, grad/norm would be 10^4 times larger."""
     plain = run(digits_cfg("regularizer=grad_clip", "epochs=1"), run_dir=tmp_path / "32")
@@ -43,6 +45,7 @@ def test_fp16_scaler_unscales_before_clipping(tmp_path):
     assert half["grad/norm"] == pytest.approx(plain["grad/norm"], rel=0.05)
 
 
+@pytest.mark.slow
 def test_channels_last_gives_the_same_numbers(tmp_path):
     contiguous = run(digits_cfg(*CNN), run_dir=tmp_path / "nchw")
     nhwc = run(digits_cfg(*CNN, "trainer.channels_last=true"), run_dir=tmp_path / "nhwc")

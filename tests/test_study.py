@@ -109,6 +109,7 @@ def test_list_shows_each_study_with_its_line(capsys):
 
 # ---------------------------------------------------------------- any sweep: progress and its report
 
+@pytest.mark.slow
 def test_a_sweep_says_which_run_it_is_on_and_ends_with_its_report(in_tmp, capsys):
     assert train("-m", "dataset=digits", "model.hidden=[16]", "epochs=1", "lr=0.1,0.01", "logger=none",
                  *QUIET, "--into", "sw") == 0

@@ -246,6 +246,7 @@ def test_shallow_vs_deep_at_equal_size_is_one_sweep_and_its_report_shows_losses(
     assert len(rows) == 2 and all(abs(n - 570) <= 30 for n in params)  # one size, two depths
 
 
+@pytest.mark.slow
 def test_an_interrupted_grokking_run_resumes_to_the_same_curve(in_tmp, extra_callback):
     from tests.conftest import straight_and_resumed
 

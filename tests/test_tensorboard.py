@@ -284,6 +284,7 @@ def test_a_language_model_charts_only_the_splits_it_has(text_run):
     assert charted == {m: ["train/" + m, "val/" + m] for m in ("loss", "ppl", "acc")}
 
 
+@pytest.mark.slow
 def test_a_resumed_run_keeps_its_projector_layout_and_pictures(tmp_path, extra_callback):
     """Interrupted after epoch 1 and resumed: the projector still lists the embeddings from before
     the resume, the layout and the start-of-run pictures are not written twice, and train/step_lr

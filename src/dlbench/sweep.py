@@ -38,7 +38,9 @@ class RecordSweep(HydraCallback):
         shown = [o for o in config.hydra.overrides.task if o.lstrip("+~").split("=")[0] in self.keys]
         line = f"dlbench: sweep run {config.hydra.job.num + 1}/{self.total or '?'}"
         line += f" ({', '.join(shown)})" if shown else ""
-        if self.done:
+        if "fused" in str(config.hydra.launcher.get("_target_", "")):
+            line += ": prepared (the fused launcher trains once every run is ready)"
+        elif self.done:
             line += f"; {self.done} done in {duration(self.job_started - self.started)}"
             if self.total and self.trained:
                 line += f", about {duration(self.training_seconds / self.trained * (self.total - self.done))} left"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from dlbench import checkpoint, runfolder, schema
 from dlbench.artifacts import failed_at_start, plot_curves, write_json_atomic
@@ -25,7 +25,7 @@ from dlbench.optim import build_optimizer, build_schedule
 from dlbench.precision import Precision, prepare
 from dlbench.recorder import Recorder, TensorBoardSink
 from dlbench.regularizers import build_regularizers
-from dlbench.runtime import resolve_device, seed_everything
+from dlbench.runtime import resolve_device, rng_state, seed_everything, set_rng_state
 from dlbench.state import RunState
 from dlbench.status import FINISHED, Status
 from dlbench.threads import ShareThreads
@@ -50,7 +50,8 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
         return fit(state, callbacks)
 
 
-def start(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> tuple[RunState, Callbacks]:
+def start(cfg: DictConfig, run_dir: Path, overrides: list[str], data_cache: dict | None = None
+          ) -> tuple[RunState, Callbacks]:
     """Check the config, build the run and resume it from its checkpoint. Whatever raises on the
     way, the folder's summary.json says `failed` (or `interrupted`) with the error, and train.log
     has the traceback."""
@@ -59,7 +60,7 @@ def start(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> tuple[RunStat
         schema.check_fit(cfg)
         if isinstance(cfg.trainer.threads, int):  # auto: ShareThreads sets them as the run goes
             torch.set_num_threads(cfg.trainer.threads)
-        state, callbacks = build_state(cfg, run_dir, overrides)
+        state, callbacks = build_state(cfg, run_dir, overrides, data_cache)
         checkpoint.resume(state, callbacks)
         return state, callbacks
     except RunFolderError:  # the folder holds another run: it is left as it was
@@ -84,11 +85,12 @@ def record_failure(run_dir: Path, summary: dict) -> None:
         write_json_atomic(run_dir / "summary.json", summary)
 
 
-def build_state(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> tuple[RunState, Callbacks]:
+def build_state(cfg: DictConfig, run_dir: Path, overrides: list[str], data_cache: dict | None = None
+                ) -> tuple[RunState, Callbacks]:
     """Everything a run holds, and the callbacks that watch it (in no order that matters)."""
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
-    data = build(cfg.dataset, seed=cfg.seed, device=device)
+    data = build_data(cfg, device, data_cache)
     model = build(cfg.model, in_shape=data.in_shape, num_classes=data.num_classes).to(device)
     precision = Precision.build(cfg.trainer, device)
     model = prepare(model, cfg.trainer, precision)
@@ -97,6 +99,19 @@ def build_state(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> tuple[R
     state.overrides = overrides
     probes = [build(node) for node in (cfg.get("probe") or {}).values()]
     return state, Callbacks(regularizer_callbacks + probes + data.task.callbacks(cfg) + default_callbacks(cfg))
+
+
+def build_data(cfg: DictConfig, device: torch.device, cache: dict | None):
+    """The run's dataset; with a cache (runs trained together), one copy for runs of the same data
+    and seed, and the random state left as building it left it, so the model starts as it would alone."""
+    if cache is None:
+        return build(cfg.dataset, seed=cfg.seed, device=device)
+    key = (OmegaConf.to_yaml(cfg.dataset, resolve=True), cfg.seed, str(device))
+    if key not in cache:
+        cache[key] = (build(cfg.dataset, seed=cfg.seed, device=device), rng_state())
+    data, after = cache[key]
+    set_rng_state(after)
+    return data
 
 
 def _training_state(cfg: DictConfig, run_dir: Path, device: torch.device, data, model) -> tuple[RunState, list]:
@@ -131,12 +146,24 @@ def default_callbacks(cfg: DictConfig) -> list[Callback]:
     return callbacks
 
 
+def begin_fit(state: RunState, callbacks: Callbacks) -> None:
+    if state.cfg.logger.enabled:
+        state.recorder.sinks.append(TensorBoardSink(state.run_dir, state.cfg, fresh=state.epoch == 0))
+    callbacks.on_run_start(state)
+    write_json_atomic(state.run_dir / "summary.json", state.summary())
+
+
+def finish_fit(state: RunState, callbacks: Callbacks) -> None:
+    """A run that trained to its end (or was stopped with its status set): its last word and files."""
+    if state.status == Status.RUNNING:
+        state.status = Status.DIVERGED if state.diverged else Status.COMPLETED
+    state.ended = time.perf_counter()
+    end_run(state, callbacks)
+
+
 def fit(state: RunState, callbacks: Callbacks) -> dict:
     try:
-        if state.cfg.logger.enabled:
-            state.recorder.sinks.append(TensorBoardSink(state.run_dir, state.cfg, fresh=state.epoch == 0))
-        callbacks.on_run_start(state)
-        write_json_atomic(state.run_dir / "summary.json", state.summary())
+        begin_fit(state, callbacks)
         while state.epoch < state.cfg.epochs and not state.should_stop:
             run_epoch(state, callbacks)
         state.status = Status.DIVERGED if state.diverged else Status.COMPLETED
@@ -183,16 +210,27 @@ def end_run(state: RunState, callbacks: Callbacks) -> None:
 def run_epoch(state: RunState, callbacks: Callbacks) -> None:
     """One epoch: the task trains and evaluates; the schedule, the clock, the callbacks and the
     records are the same for every task."""
+    start, lr = begin_epoch(state, callbacks)
+    result, train_seconds, examples = state.task.train_and_evaluate(state, lambda step: after_step(state, callbacks, step))
+    end_epoch(state, callbacks, start, lr, result, train_seconds, examples)
+
+
+def begin_epoch(state: RunState, callbacks: Callbacks) -> tuple[float, float]:
+    """The epoch's clock and the rate it starts with."""
     start = time.perf_counter()
     callbacks.on_epoch_start(state)
-    lr = state.optimizer.param_groups[0]["lr"]  # the rate the epoch starts with
+    return start, state.optimizer.param_groups[0]["lr"]
 
-    def on_step(step: dict) -> None:
-        state.global_step += 1
-        state.schedule.step_batch()
-        callbacks.on_step(state, step)
 
-    result, train_seconds, examples = state.task.train_and_evaluate(state, on_step)
+def after_step(state: RunState, callbacks: Callbacks, step: dict) -> None:
+    state.global_step += 1
+    state.schedule.step_batch()
+    callbacks.on_step(state, step)
+
+
+def end_epoch(state: RunState, callbacks: Callbacks, start: float, lr: float, result: dict, train_seconds: float,
+              examples: int) -> None:
+    """The schedule, the callbacks, the records and the checkpoint of an epoch trained and evaluated."""
     metrics = {"epoch": state.epoch + 1, **result, "lr": lr}
     state.schedule.step_epoch(metrics)
     metrics["epoch_seconds"] = round(time.perf_counter() - start, 4)

@@ -90,7 +90,10 @@ class Task:
         start = time.perf_counter()
         train = train_one_epoch(state.model, state.train_batches, state.train_loss, state.optimizer, on_step,
                                 state.clip_grad, not self.regression, self.forward, state.precision)
-        seconds = time.perf_counter() - start
+        return self.after_training(state, train, time.perf_counter() - start)
+
+    def after_training(self, state, train: dict, seconds: float) -> tuple[dict, float, int]:
+        """The epoch's metrics from its training result (as train_one_epoch gives it) and every split's evaluation."""
         metrics = self.score("train", train)
         if "grad/norm" in train:
             metrics["grad/norm"] = train["grad/norm"]  # mean norm before clipping

@@ -1,0 +1,124 @@
+"""hydra/launcher=fused: a sweep's runs trained as one vectorised model give each run the folder
+and the numbers it gets trained alone (to float rounding), whatever its optimizer, schedule,
+dropout, divergence or early stop; a killed group resumes; runs that cannot be fused train alone."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from dlbench import cli
+from tests.conftest import StopAfter, runs_in
+
+BASE = ["dataset=digits", "model.hidden=[32,16]", "epochs=3", "trainer.progress=false", "logger=none",
+        "trainer.threads=1"]
+COMPARED = ("train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc", "lr")
+
+
+def sweep(folder: Path, *args: str, fused: bool = True) -> int:
+    launcher = ["hydra/launcher=fused"] if fused else []
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["train", "-m", *BASE, *args, *launcher, "--into", str(folder)])
+    return exit_.value.code
+
+
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def summary(run: Path) -> dict:
+    return json.loads((run / "summary.json").read_text())
+
+
+def assert_same_runs(fused: Path, alone: Path, rel: float = 1e-5) -> None:
+    """Every run folder of `alone` is in `fused`, with the same status, epochs and numbers."""
+    names = [r.name for r in runs_in(alone)]
+    assert names and names == [r.name for r in runs_in(fused)]
+    for name in names:
+        a, b = summary(alone / name), summary(fused / name)
+        assert (b["status"], b["epochs_completed"]) == (a["status"], a["epochs_completed"]), name
+        assert (b["diverged"] or {}).get("step") == (a["diverged"] or {}).get("step"), name
+        tolerance = rel if a["status"] == "completed" else 1e-3  # a diverging run magnifies rounding
+        for x, y in zip(metrics(alone / name), metrics(fused / name), strict=True):
+            for key in COMPARED:
+                assert y[key] == pytest.approx(x[key], rel=tolerance, abs=1e-7, nan_ok=True), (name, x["epoch"], key)
+
+
+CASES = {
+    "sgd-momentum-nesterov-weight-decay": ["lr=0.1,0.03", "optimizer.momentum=0.9", "optimizer.nesterov=true",
+                                           "optimizer.weight_decay=1e-3"],
+    "sgd-plain-seeds": ["lr=0.1", "optimizer.momentum=0.0", "seed=0,1,2"],
+    "adam": ["optimizer=adam", "lr=0.003,0.001", "optimizer.weight_decay=1e-4"],
+    "adamw": ["optimizer=adamw", "lr=0.003,0.001", "optimizer.weight_decay=0.1"],
+    "schedule-warmup": ["lr=0.1,0.05", "scheduler=cosine", "warmup_steps=30"],
+    "dropout": ["lr=0.1,0.05", "regularizer=dropout", "regularizer.dropout.rate=0.3,0.5"],
+    "grad-clip": ["lr=0.5,0.1", "regularizer=grad_clip", "regularizer.grad_clip.max_norm=0.5"],
+}
+
+
+@pytest.mark.slow
+def test_a_fused_sweep_has_the_numbers_of_the_same_runs_alone(tmp_path):
+    """The fast one: momentum, a schedule with warm-up and dropout at once, two rates."""
+    args = ["lr=0.1,0.05", "epochs=2", "optimizer.momentum=0.9", "scheduler=cosine", "warmup_steps=20",
+            "regularizer=dropout", "regularizer.dropout.rate=0.3"]
+    assert sweep(tmp_path / "alone", *args, fused=False) == 0
+    assert sweep(tmp_path / "fused", *args) == 0
+    assert_same_runs(tmp_path / "fused", tmp_path / "alone")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", CASES)
+def test_a_fused_run_has_the_numbers_it_has_alone(tmp_path, case):
+    assert sweep(tmp_path / "alone", *CASES[case], fused=False) == 0
+    assert sweep(tmp_path / "fused", *CASES[case]) == 0
+    assert_same_runs(tmp_path / "fused", tmp_path / "alone")
+    assert all((run / "checkpoints" / "last.pt").is_file() for run in runs_in(tmp_path / "fused"))
+
+
+@pytest.mark.slow
+def test_a_diverging_member_stops_alone_and_the_others_go_on(tmp_path):
+    args = ["lr=20,0.1", "optimizer.momentum=0.9", "epochs=4"]
+    sweep(tmp_path / "alone", *args, fused=False)
+    sweep(tmp_path / "fused", *args)
+    statuses = {r.name.split("lr=")[1].split(",")[0]: summary(r)["status"] for r in runs_in(tmp_path / "fused")}
+    assert statuses == {"20": "diverged", "0.1": "completed"}
+    assert_same_runs(tmp_path / "fused", tmp_path / "alone")
+
+
+@pytest.mark.slow
+def test_members_stop_early_each_at_its_own_epoch(tmp_path):
+    args = ["lr=0.3,0.01", "epochs=12", "regularizer=early_stopping", "regularizer.early_stopping.patience=2"]
+    sweep(tmp_path / "alone", *args, fused=False)
+    sweep(tmp_path / "fused", *args)
+    assert_same_runs(tmp_path / "fused", tmp_path / "alone")
+    assert len({summary(r)["epochs_completed"] for r in runs_in(tmp_path / "fused")}) == 2
+
+
+@pytest.mark.slow
+def test_a_killed_group_resumes_to_the_numbers_of_an_unbroken_one(tmp_path, extra_callback):
+    args = ["lr=0.1,0.05", "optimizer=adam", "regularizer=dropout", "epochs=4"]
+    sweep(tmp_path / "alone", *args, fused=False)
+    extra_callback(StopAfter(2, KeyboardInterrupt()))
+    assert sweep(tmp_path / "fused", *args) == 130
+    assert {summary(r)["status"] for r in runs_in(tmp_path / "fused")} == {"interrupted"}
+    extra_callback(None)
+    assert sweep(tmp_path / "fused", *args) == 0
+    assert_same_runs(tmp_path / "fused", tmp_path / "alone")
+    log = (runs_in(tmp_path / "fused")[0] / "train.log").read_text()
+    assert "resuming" in log and "epoch 3/4" in log
+
+
+@pytest.mark.slow
+def test_runs_that_cannot_be_fused_train_alone_and_say_why(tmp_path, capsys):
+    assert sweep(tmp_path / "fused", "lr=0.1,0.05", "regularizer=batchnorm") == 0
+    assert "trains alone: the model keeps running statistics (batch norm)" in capsys.readouterr().err
+    assert {summary(r)["status"] for r in runs_in(tmp_path / "fused")} == {"completed"}
+
+
+@pytest.mark.slow
+def test_each_member_logs_to_its_own_folder(tmp_path):
+    sweep(tmp_path / "fused", "lr=0.1,0.05")
+    for run in runs_in(tmp_path / "fused"):
+        log = (run / "train.log").read_text()
+        assert log.count("epoch 3/3") == 1 and run.name in log
+        assert summary(run)["train_examples_per_second"] > 0
