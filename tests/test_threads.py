@@ -67,3 +67,11 @@ def test_a_run_with_threads_auto_registers_while_it_trains(tmp_path, monkeypatch
     assert set(registered) == {str(os.getpid())}
     assert summary["threads"] == share(DEFAULT_THREADS, 2)
     assert not any((tmp_path / "cpu").rglob("[0-9]*"))  # it unregistered at its end
+
+
+@pytest.mark.parametrize("value", ["auto", "2", "null"])
+def test_trainer_threads_takes_auto_a_number_or_null(value):
+    from dlbench import schema
+    from dlbench.config import compose
+
+    schema.check(compose([f"trainer.threads={value}"]))  # raises on a value the schema refuses

@@ -108,6 +108,11 @@ class AnyOf:
     widths for an MLP, one width for a recurrent net)."""
     rules: tuple
 
+    @property
+    def null(self) -> str | None:
+        """What null means, when one of the forms allows it (trainer.threads: auto, N or null)."""
+        return next((rule.null for rule in self.rules if getattr(rule, "null", None)), None)
+
     def problem(self, value) -> str | None:
         problems = [rule.problem(value) for rule in self.rules]
         return None if None in problems else problems[-1]
