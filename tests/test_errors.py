@@ -111,6 +111,7 @@ VALUES = {
     "eval-batch-zero": (["trainer.eval_batch_size=0"], ("trainer.eval_batch_size=0", ">= 1")),
     "diverge-factor-below-one": (["trainer.diverge_factor=0.5"], ("trainer.diverge_factor=0.5", ">= 1")),
     "threads-zero": (["trainer.threads=0"], ("trainer.threads=0", ">= 1", "null")),
+    "precision-unknown": (["trainer.precision=8"], ("trainer.precision=8", "valid: 32, bf16, 16")),
     "progress-unknown": (["trainer.progress=maybe"], ("trainer.progress=maybe", "valid: auto, true, false")),
     "sample-images-negative": (["logger=tensorboard", "logger.sample_images=-3"], ("logger.sample_images=-3", ">= 0")),
     "probe-every-zero": (["probe=grad_norm", "probe.grad_norm.every=0"], ("probe.grad_norm.every=0", ">= 1")),

@@ -126,6 +126,8 @@ class Group:
         self.loss = vmap(members[0].state.loss_fn) if same_losses(members) else None
         self.call = vmap(lambda p, x: functional_call(self.base, p, (x,)))
         self.base.train()  # only training runs through it: evaluation uses each member's own model
+        for m in members:  # torch's schedulers warn unless they have seen their optimizer's step taken
+            m.state.optimizer._opt_called = True
 
     def release(self, k: int) -> None:
         """Member k leaves: its parameters and optimizer state get storage of their own."""
@@ -174,8 +176,6 @@ class Group:
         losses.sum().backward()
         norms = self.clip_gradients() if any(c is not None for c in self.clip) else None
         self.optimizer.step()
-        for m in self.members:  # torch's schedulers warn unless they see their optimizer's step taken
-            m.state.optimizer._opt_called = True
         return losses.detach(), out.detach(), norms
 
     @torch.no_grad()
