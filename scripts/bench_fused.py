@@ -1,8 +1,16 @@
 """The fused launcher against the basic one, in one invocation: the same sweep trained both ways,
 each as the whole `dlbench train -m` command a user types (process start, data, every run's files),
 and the ratio of their wall times. Targets (issue 14): >= 5x for 8 function-fitting runs and
->= 1.5x for the 4-rate MLP sweep on Fashion-MNIST, on a 2-core CPU. It also checks that both
-launchers wrote the same numbers (test/loss of every run to 1e-4).
+>= 1.5x for the 4-rate MLP sweep on Fashion-MNIST, on a 2-core CPU.
+
+Two ratios are printed. "command" is the whole command's wall time. "runs" is the time from the
+first run's first line in its train.log to the last run's last line: the runs' building, training,
+evaluation and files, without the process start, Hydra's composing and the report, which no
+launcher can share. It also checks that both launchers wrote the same numbers: each run's status,
+and its test/loss to 1e-3 (relative) where it completed. Not closer: summing a matmul in another
+order moves the 1,688-step MLP runs by a few 1e-4, as much as training alone with 1 thread
+instead of 2 does (lr 0.1: test/loss 0.414944 vs 0.414751 after one epoch); a diverged run's
+last loss magnifies rounding without bound.
 
     python scripts/bench_fused.py [--only fit,mlp] [--repeats 1]
 
@@ -10,11 +18,14 @@ Run it with nothing else on the machine.
 """
 import argparse
 import json
+import re
+from datetime import datetime
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,19 +40,35 @@ SWEEPS = {
 }
 
 
-def timed(args: list[str], folder: Path) -> float:
+def timed(args: list[str], folder: Path) -> tuple[float, float]:
+    """The command's wall seconds, and its runs' (first train.log line to last)."""
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "dlbench", "train", "-m", *args, *QUIET, "--into", str(folder)],
                           cwd=ROOT, capture_output=True, text=True, env={**os.environ, "CI": "1"})
     seconds = time.perf_counter() - start
     if proc.returncode:
         sys.exit(f"dlbench train -m {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
-    return seconds
+    stamps = [stamp for log in folder.glob("*/train.log") for stamp in log_times(log)]
+    return seconds, (max(stamps) - min(stamps)).total_seconds()
 
 
-def losses(folder: Path) -> dict[str, float]:
+def log_times(log: Path) -> list[datetime]:
+    """The first and last time stamps of a run's log ([2026-11-23 08:57:25,193][dlbench]...)."""
+    stamps = re.findall(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]", log.read_text(), re.M)
+    return [datetime.strptime(s, "%Y-%m-%d %H:%M:%S,%f") for s in (stamps[0], stamps[-1])]
+
+
+def outcomes(folder: Path) -> dict[str, tuple]:
     summaries = {p.parent.name: json.loads(p.read_text()) for p in folder.glob("*/summary.json")}
     return {name: (s["status"], s.get("test/loss")) for name, s in summaries.items()}
+
+
+def same_numbers(a: dict, b: dict) -> bool:
+    """The same runs with the same status; completed ones with the same test/loss to 1e-3."""
+    def close(x, y):
+        return x is not None and y is not None and abs(x - y) <= 1e-3 * abs(x)
+    return a.keys() == b.keys() and all(
+        a[k][0] == b[k][0] and (a[k][0] != "completed" or close(a[k][1], b[k][1])) for k in a)
 
 
 def main() -> None:
@@ -55,12 +82,14 @@ def main() -> None:
             for r in range(args.repeats):  # interleaved, so a busy moment slows both
                 basic.append(timed(SWEEPS[name], Path(tmp) / f"{name}-basic-{r}"))
                 fused.append(timed([*SWEEPS[name], "hydra/launcher=fused"], Path(tmp) / f"{name}-fused-{r}"))
-            a, b = losses(Path(tmp) / f"{name}-basic-0"), losses(Path(tmp) / f"{name}-fused-0")
-            same = a.keys() == b.keys() and all(a[k][0] == b[k][0] and (a[k][1] is None) == (b[k][1] is None) and (
-                a[k][1] is None or abs(a[k][1] - b[k][1]) <= 1e-4 * max(1.0, abs(a[k][1]))) for k in a)
-            statuses = sorted({status for status, _ in a.values()})
-            print(f"{name}: {len(a)} runs ({', '.join(statuses)}); basic {min(basic):.1f} s, fused {min(fused):.1f} s: "
-                  f"{min(basic) / min(fused):.2f}x (fastest of {args.repeats}); same test/loss: {same}", flush=True)
+            a, b = outcomes(Path(tmp) / f"{name}-basic-0"), outcomes(Path(tmp) / f"{name}-fused-0")
+            statuses = ", ".join(f"{n} {s}" for s, n in sorted(Counter(s for s, _ in a.values()).items()))
+            cb, cf = (min(t[0] for t in ts) for ts in (basic, fused))  # the command's seconds
+            rb, rf = (min(t[1] for t in ts) for ts in (basic, fused))  # its runs' seconds
+            print(f"{name}: {len(a)} runs ({statuses}); fastest of {args.repeats}:\n"
+                  f"  command: basic {cb:.1f} s, fused {cf:.1f} s: {cb / cf:.2f}x\n"
+                  f"  runs:    basic {rb:.1f} s, fused {rf:.1f} s: {rb / rf:.2f}x\n"
+                  f"  same numbers: {same_numbers(a, b)}", flush=True)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ CASES = {
     "schedule-warmup": ["lr=0.1,0.05", "scheduler=cosine", "warmup_steps=30"],
     "dropout": ["lr=0.1,0.05", "regularizer=dropout", "regularizer.dropout.rate=0.3,0.5"],
     "grad-clip": ["lr=0.5,0.1", "regularizer=grad_clip", "regularizer.grad_clip.max_norm=0.5"],
+    "cnn-through-vmap": ["model=cnn", "model.channels=[4,8]", "lr=0.1,0.05", "optimizer.momentum=0.9"],
 }
 
 
@@ -76,6 +77,24 @@ def test_a_fused_run_has_the_numbers_it_has_alone(tmp_path, case):
 
 
 @pytest.mark.slow
+def test_the_per_parameter_layout_of_large_models_has_the_numbers_alone_too(tmp_path, monkeypatch):
+    """Small models train from one flat buffer, large ones from a tensor per parameter: here the
+    small test models are made to take the large models' layout."""
+    from dlbench.launchers import vectorised
+
+    monkeypatch.setattr(vectorised, "FLAT_ELEMENTS_PER_TENSOR", 0)
+    args = ["lr=0.1,0.03", "optimizer.momentum=0.9", "optimizer.nesterov=true", "optimizer.weight_decay=1e-3",
+            "regularizer=grad_clip", "regularizer.grad_clip.max_norm=0.5", "epochs=2"]
+    assert sweep(tmp_path / "alone", *args, fused=False) == 0
+    assert sweep(tmp_path / "fused", *args) == 0
+    assert_same_runs(tmp_path / "fused", tmp_path / "alone")
+    adam = ["optimizer=adam", "lr=0.003,0.001", "optimizer.weight_decay=1e-4", "epochs=2"]
+    assert sweep(tmp_path / "adam-alone", *adam, fused=False) == 0
+    assert sweep(tmp_path / "adam-fused", *adam) == 0
+    assert_same_runs(tmp_path / "adam-fused", tmp_path / "adam-alone")
+
+
+@pytest.mark.slow
 def test_a_diverging_member_stops_alone_and_the_others_go_on(tmp_path):
     args = ["lr=20,0.1", "optimizer.momentum=0.9", "epochs=4"]
     sweep(tmp_path / "alone", *args, fused=False)
@@ -83,6 +102,12 @@ def test_a_diverging_member_stops_alone_and_the_others_go_on(tmp_path):
     statuses = {r.name.split("lr=")[1].split(",")[0]: summary(r)["status"] for r in runs_in(tmp_path / "fused")}
     assert statuses == {"20": "diverged", "0.1": "completed"}
     assert_same_runs(tmp_path / "fused", tmp_path / "alone")
+    # seeds: each member has its own data, stacked for one gather a step; a leaving member's row goes too
+    args = ["lr=20,0.1", "seed=0,1", "optimizer.momentum=0.9", "epochs=2", "regularizer=dropout"]
+    sweep(tmp_path / "seeds-alone", *args, fused=False)
+    sweep(tmp_path / "seeds-fused", *args)
+    assert sorted(summary(r)["status"] for r in runs_in(tmp_path / "seeds-fused")) == ["completed"] * 2 + ["diverged"] * 2
+    assert_same_runs(tmp_path / "seeds-fused", tmp_path / "seeds-alone")
 
 
 @pytest.mark.slow
@@ -122,3 +147,53 @@ def test_each_member_logs_to_its_own_folder(tmp_path):
         log = (run / "train.log").read_text()
         assert log.count("epoch 3/3") == 1 and run.name in log
         assert summary(run)["train_examples_per_second"] > 0
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_the_batched_matmul_forward_of_stacked_mlps_is_vmaps(shared):
+    """The fast path for plain MLPs (K weight matrices side by side, or baddbmm) gives what
+    functional_call under vmap gives, dropout masks included; a model it cannot read gets no plan."""
+    from torch import nn
+    from torch.func import functional_call, vmap
+
+    from dlbench.launchers.fused import MaskedDropout, mlp_forward, mlp_plan
+    from dlbench.models.mlp import mlp
+
+    torch.manual_seed(0)
+    models = [mlp((1, 4, 4), 3, hidden=[8, 5], activation="leaky_relu", dropout=0.5) for _ in range(3)]
+    plan = mlp_plan(models[0])
+    assert [kind for kind, _ in plan] == ["flatten", "linear", "elementwise", "dropout", "linear", "elementwise",
+                                          "dropout", "linear"]
+    stacked = {n: torch.stack([dict(m.named_parameters())[n] for m in models]) for n, _ in models[0].named_parameters()}
+    masks = {"3.mask": torch.rand(3, 6, 8).round() * 2, "6.mask": torch.rand(3, 6, 5).round() * 2}
+    x = torch.randn(6, 1, 4, 4) if shared else torch.randn(3, 6, 1, 4, 4)
+    base = nn.Sequential(*[MaskedDropout() if isinstance(m, nn.Dropout) else m for m in models[0]])
+    want = vmap(lambda p, x: functional_call(base, p, (x,)))({**stacked, **masks}, x.expand(3, *x.shape) if shared else x)
+    got = mlp_forward(plan, stacked, masks, x, shared)
+    assert got.shape == (3, 6, 3)
+    torch.testing.assert_close(got, want)
+    assert mlp_plan(nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))) is None
+    assert mlp_plan(nn.Sequential(nn.Conv2d(1, 2, 3))) is None
+
+
+@pytest.mark.slow
+def test_the_fused_launcher_composes_each_run_once_where_the_basic_one_composes_it_twice(tmp_path, monkeypatch):
+    """Hydra's sweeper composes every run to check it, then the basic launcher composes it again;
+    the fused launcher takes the sweeper's (and the run still gets its own overrides)."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+    composed = []
+    original = ConfigLoaderImpl.load_configuration
+
+    def counting(self, config_name, overrides, run_mode, *args, **kwargs):
+        composed.append(tuple(overrides))
+        return original(self, config_name, overrides, run_mode, *args, **kwargs)
+
+    monkeypatch.setattr(ConfigLoaderImpl, "load_configuration", counting)
+    counts = {}
+    for fused in (False, True):
+        composed.clear()
+        assert sweep(tmp_path / str(fused), "lr=0.1,0.05,0.02", "epochs=1", fused=fused) == 0
+        counts[fused] = sum(1 for o in composed if "lr=0.05" in o)
+    assert counts == {False: 3, True: 2}  # dlbench's check before the sweep, the sweeper's, (the launcher's)
+    assert [summary(r)["lr"] for r in runs_in(tmp_path / "True")] == [0.02, 0.05, 0.1]

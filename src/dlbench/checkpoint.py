@@ -4,7 +4,6 @@ import logging
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
 from dlbench.artifacts import atomic_path, truncate_metrics
 from dlbench.errors import CorruptFileError, RunFolderError, first_line
@@ -29,7 +28,7 @@ def save(state, callbacks) -> None:
 def save_best(state) -> None:
     """checkpoints/best.pt: the model as it is now, with state.best saying which epoch it is."""
     save_atomic({"model": state.model.state_dict(), "epoch": state.best.get("epoch"), "best": state.best,
-                 "config": OmegaConf.to_container(state.cfg, resolve=True)}, state.run_dir / "checkpoints" / "best.pt")
+                 "config": state.config()}, state.run_dir / "checkpoints" / "best.pt")
 
 
 def full_state(state, callbacks) -> dict:
@@ -47,7 +46,7 @@ def full_state(state, callbacks) -> dict:
         "train_seconds": state.train_seconds,
         "train_examples": state.train_examples,
         "wall_seconds": state.wall_seconds,
-        "config": OmegaConf.to_container(state.cfg, resolve=True),
+        "config": state.config(),
     }
 
 
@@ -86,7 +85,7 @@ def _flat(tree, prefix: str = "") -> dict:
 def _check_same_config(state, saved: dict) -> None:
     """Every knob that changes what the epochs so far computed must be as the checkpoint's;
     epochs (train on) and the tolerated ones (progress bar, logging, threads) may differ."""
-    old, new = _flat(saved), _flat(OmegaConf.to_container(state.cfg, resolve=True))
+    old, new = _flat(saved), _flat(state.config())
     changed = sorted(k for k in set(old) | set(new)
                      if not tolerated(k) and k != "epochs" and old.get(k) != new.get(k))
     if changed:

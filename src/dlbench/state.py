@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from dlbench.artifacts import epochs_to_target
@@ -47,6 +47,14 @@ class RunState:
     error: str | None = None
     diverged: dict | None = None  # why, when the run diverged
     should_stop: bool = False     # asked by a callback (early stopping, divergence at an epoch's end)
+    _config: dict | None = field(default=None, repr=False)
+
+    def config(self) -> dict:
+        """The run's config resolved to plain values, as checkpoints keep it: converted once (it
+        does not change while the run trains; converting costs milliseconds, every epoch)."""
+        if self._config is None:
+            self._config = OmegaConf.to_container(self.cfg, resolve=True)
+        return self._config
 
     @property
     def task(self) -> Task:

@@ -1,6 +1,7 @@
 """Views of a run that only TensorBoard shows: the training loss, learning rate and gradient norm
 every `log_every` steps (step = global step), and a grid of sample training images."""
 import math
+import weakref
 
 import torch
 
@@ -35,7 +36,18 @@ class SampleImages(Callback):
 
     def on_run_start(self, state) -> None:
         if state.epoch == 0 and state.data.images:  # a resumed run already has them
-            state.recorder.image("samples", save_figure(sample_grid(state.data, self.n), None, pixels=True), 0)
+            state.recorder.image("samples", sample_pixels(state.data, self.n), 0)
+
+
+_last_grid: tuple | None = None  # (a weak reference to the data, n, the pixels)
+
+
+def sample_pixels(data, n: int):
+    """sample_grid rendered, once for runs that share one data object (a fused sweep's members)."""
+    global _last_grid
+    if _last_grid is None or _last_grid[0]() is not data or _last_grid[1] != n:
+        _last_grid = (weakref.ref(data), n, save_figure(sample_grid(data, n), None, pixels=True))
+    return _last_grid[2]
 
 
 def sample_grid(data, n: int):

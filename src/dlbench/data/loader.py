@@ -66,13 +66,22 @@ class Batches:
         passes = [draw()[:per_pass] for _ in range(math.ceil(self.num_examples / per_pass))]
         return torch.cat(passes)[:self.num_examples]
 
+    @property
+    def draws(self) -> bool:
+        """Whether an epoch draws an order (from the generator) rather than reading the split in turn."""
+        return self.shuffle or self.sampler is not None
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.epoch()
+
+    def epoch(self, order: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One epoch's batches; `order`: its indices when drawn already (by `order()`)."""
         x, y, bs, prepare = self.split.x, self.split.y, self.batch_size, self.split.prepare
-        if not self.shuffle and self.sampler is None:
+        if not self.draws:
             for i in range(0, len(self.split), bs):
                 yield prepare(x[i:i + bs]), y[i:i + bs]  # views: no copy (unless transformed)
             return
-        order = self.order().to(x.device, non_blocking=True)
+        order = (self.order() if order is None else order).to(x.device, non_blocking=True)
         for i in range(0, len(order), bs):
             idx = order[i:i + bs]
             xb = prepare(x[idx])  # (B, ...), resized or featurised if the dataset says so

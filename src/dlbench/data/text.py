@@ -21,7 +21,6 @@ from typing import ClassVar
 
 import torch
 from torch import nn
-from torchvision.datasets.utils import download_url
 
 from dlbench.data.base import DataShape
 from dlbench.data.registry import SHAPES
@@ -171,6 +170,13 @@ class TextDataset:
         if generator is None:
             return self.eval_batches(split, batch_size)
         return PARTITIONS[self.partition](split, batch_size, generator)
+
+
+def download_url(url: str, root: str, filename: str) -> None:
+    """torchvision's download_url, imported only when a file is fetched: torchvision's import is slow."""
+    from torchvision.datasets.utils import download_url as fetch
+
+    fetch(url, root, filename)
 
 
 def _download(dest: Path) -> str | None:

@@ -11,7 +11,6 @@ from functools import partial
 from pathlib import Path
 
 import torch
-import torchvision
 
 from dlbench.artifacts import atomic_path
 from dlbench.data.base import Dataset, DataShape, RawData, Split, corrupt_labels, make_imbalanced, resize_images
@@ -165,11 +164,15 @@ def build_dataset(name: str, val_split: float = 0.1, limit: int | None = None, s
 
 @register_source
 def fashion_mnist(root: str, mirror: str | None = None, download: bool = True) -> RawData:
+    import torchvision  # here, not at the top: a run without images does not pay its import (about 1 s)
+
     return load_idx_dataset(torchvision.datasets.FashionMNIST, "fashion_mnist", root, mirror, download)
 
 
 @register_source
 def mnist(root: str, mirror: str | None = None, download: bool = True) -> RawData:
+    import torchvision
+
     return load_idx_dataset(torchvision.datasets.MNIST, "mnist", root, mirror, download)
 
 

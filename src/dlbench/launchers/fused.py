@@ -22,19 +22,20 @@ import traceback
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus, configure_log, run_job, setup_globals
 from omegaconf import open_dict
 from torch import nn
+from torch.nn import functional as F
 from torch.func import functional_call, vmap
 
 from dlbench import runfolder
 from dlbench.callbacks import Callbacks
 from dlbench.errors import Diverged, RunFolderError, UserError
-from dlbench.launchers.vectorised import OPTIMIZERS, VectorisedOptimizer
+from dlbench.launchers.vectorised import OPTIMIZERS, StackedParameters, VectorisedOptimizer
 from dlbench.loop import plain_forward
 from dlbench.state import RunState
 from dlbench.status import Status
@@ -71,6 +72,55 @@ class MaskedDropout(nn.Module):
         return x * self.mask if self.training else x
 
 
+ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.ELU, nn.SiLU, nn.Identity)
+
+
+def mlp_plan(model: nn.Module) -> list[tuple[str, object]] | None:
+    """A plain MLP (an nn.Sequential of Flatten, Linear, parameter-free elementwise activations and
+    dropout) as the steps of a stacked forward by batched matmuls; None for any other model
+    (it goes through vmap instead)."""
+    if not isinstance(model, nn.Sequential):
+        return None
+    plan = []
+    for name, m in model.named_children():
+        if isinstance(m, nn.Flatten) and m.start_dim == 1 and m.end_dim == -1:
+            plan.append(("flatten", None))
+        elif isinstance(m, nn.Linear):
+            plan.append(("linear", name))
+        elif isinstance(m, nn.Dropout):
+            plan.append(("dropout", name))
+        elif isinstance(m, ELEMENTWISE) and not any(True for _ in m.parameters()):
+            plan.append(("elementwise", m))
+        else:
+            return None
+    return plan
+
+
+def mlp_forward(plan, params: dict, masks: dict, x: torch.Tensor, shared: bool) -> torch.Tensor:
+    """K stacked MLPs on x: (K, B, ...) inputs, or (B, ...) shared by every member (the same batch
+    order): then the first layer is one matmul of the batch with all K weight matrices side by side.
+    Returns (K, B, outputs)."""
+    h, k = x, next(iter(params.values())).shape[0]
+    for kind, what in plan:
+        if kind == "flatten":
+            h = h.flatten(1 if shared else 2)
+        elif kind == "elementwise":
+            h = what(h)
+        elif kind == "dropout":
+            h = h * masks[f"{what}.mask"]  # (K, B, ...): a shared h becomes each member's own here
+            shared = False
+        else:
+            w, b = params[f"{what}.weight"], params.get(f"{what}.bias")
+            if shared:  # (B, in) @ (in, K * out) -> (K, B, out)
+                flat = w.reshape(-1, w.shape[-1]).t()
+                h = (torch.addmm(b.reshape(-1), h, flat) if b is not None else h @ flat)
+                h = h.view(h.shape[0], k, -1).transpose(0, 1)
+                shared = False
+            else:
+                h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2)) if b is not None else torch.bmm(h, w.transpose(1, 2))
+    return h.expand(k, *h.shape) if shared else h
+
+
 def why_not_fused(state: RunState) -> str | None:
     """Why this run cannot train in a group (None: it can)."""
     cfg = state.cfg
@@ -101,9 +151,11 @@ def group_key(state: RunState) -> tuple:
 
 
 class Group:
-    """K members as one model: stacked parameters that each member's own parameters are views of."""
+    """K members as one model: stacked parameters that each member's own parameters are views of.
+    A group is made again each epoch (members leave); `kept` holds what its epochs share: whether
+    the batched-matmul forward passed its check against vmap's, the members' stacked data."""
 
-    def __init__(self, members: list[Member]):
+    def __init__(self, members: list[Member], kept: dict | None = None):
         self.members = members
         model = members[0].state.model
         self.base = copy.deepcopy(model)
@@ -111,23 +163,33 @@ class Group:
             if isinstance(module, nn.Dropout):
                 _set_module(self.base, name, MaskedDropout())
         self.names = [name for name, _ in model.named_parameters()]
-        own = [dict(m.state.model.named_parameters()) for m in members]
-        self.stacked = {n: torch.stack([p[n].detach() for p in own]).requires_grad_() for n in self.names}
-        for k, params in enumerate(own):  # each member's parameters become views of the stack
-            for n in self.names:
-                params[n].data = self.stacked[n].detach()[k]
-        self.optimizer = VectorisedOptimizer([m.state.optimizer for m in members],
-                                             [[p[n] for n in self.names] for p in own],
-                                             [self.stacked[n] for n in self.names])
+        own = [[dict(m.state.model.named_parameters())[n] for n in self.names] for m in members]
+        self.params = StackedParameters(own)  # each member's parameters become views of the stack
+        self.stacked = dict(zip(self.names, self.params.stacked))
+        self.optimizer = VectorisedOptimizer([m.state.optimizer for m in members], own, self.params)
+        self.grads_checked = False
         self.dropouts = [(name, [dict(m.state.model.named_modules())[name].p for m in members])
                          for name, module in model.named_modules() if isinstance(module, nn.Dropout)]
         self.mask_shapes: dict[tuple, list[tuple]] = {}
         self.clip = [m.state.clip_grad for m in members]
-        self.loss = vmap(members[0].state.loss_fn) if same_losses(members) else None
+        self.loss = stacked_loss(members[0].state.loss_fn) if same_losses(members) else None
         self.call = vmap(lambda p, x: functional_call(self.base, p, (x,)))
+        self.kept = kept if kept is not None else {}
+        self.plan = mlp_plan(model) if self.kept.get("plan", True) else None  # None: through vmap
+        self.checked = self.plan is None or "plan" in self.kept
         self.base.train()  # only training runs through it: evaluation uses each member's own model
         for m in members:  # torch's schedulers warn unless they have seen their optimizer's step taken
             m.state.optimizer._opt_called = True
+
+    def without(self, left: list[int]) -> "Group | None":
+        """The members but those at `left`, which leave (their state their own again), as a new
+        group (None if none is left); this one is spent."""
+        for k in range(len(self.members)):
+            self.optimizer.export(k)  # every member's state in its torch optimizer, for the new group
+        for k in left:
+            self.release(k)
+        rest = [m for k, m in enumerate(self.members) if k not in left]
+        return Group(rest, self.kept) if rest else None
 
     def release(self, k: int) -> None:
         """Member k leaves: its parameters and optimizer state get storage of their own."""
@@ -165,15 +227,46 @@ class Group:
                 per_layer[i].append(torch.empty(shape, device=x.device).bernoulli_(keep, generator=member.rng).div_(keep))
         return {f"{name}.mask": torch.stack(masks) for (name, _), masks in zip(self.dropouts, per_layer)}
 
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """One step of every member on its batch (x: (K, B, ...), y: (K, B)): the (K,) losses, the
-        (K, B, C) outputs and, when a member clips, the (K,) gradient norms before clipping."""
-        out = self.call({**self.stacked, **self.masks(x[0])}, x)
+    def forward(self, x: torch.Tensor, shared: bool) -> torch.Tensor:
+        """Every member's outputs (K, B, C) for x: (K, B, ...), or (B, ...) when shared by all."""
+        masks = self.masks(x if shared else x[0])
+        if not self.checked:
+            self.check_plan(x, shared, masks)
+        if self.plan is not None:
+            return mlp_forward(self.plan, self.stacked, masks, x, shared)
+        return self.call({**self.stacked, **masks}, x.expand(len(self.members), *x.shape) if shared else x)
+
+    @torch.no_grad()
+    def check_plan(self, x: torch.Tensor, shared: bool, masks: dict) -> None:
+        """The batched-matmul forward, once, against vmap's: where they differ (a model this module
+        reads wrong), vmap it is."""
+        self.checked = True
+        want = self.call({**self.stacked, **masks}, x.expand(len(self.members), *x.shape) if shared else x)
+        try:
+            got = mlp_forward(self.plan, self.stacked, masks, x, shared)
+            same = got.shape == want.shape and torch.allclose(got, want, rtol=1e-4, atol=1e-5)
+        except RuntimeError:
+            same = False
+        if not same:
+            log.debug("fused: the batched-matmul forward differs from vmap's for this model; using vmap")
+            self.plan = None
+        self.kept["plan"] = same
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, shared: bool = False
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """One step of every member on its batch (x: (K, B, ...), y: (K, B, ...); or x: (B, ...) and
+        y: (B, ...), one batch for all): the (K,) losses, the (K, B, C) outputs and, when a member
+        clips, the (K,) gradient norms before clipping."""
+        out = self.forward(x, shared)
+        if shared:
+            y = y.expand(len(self.members), *y.shape)
         losses = (self.loss(out, y) if self.loss is not None else
                   torch.stack([m.state.loss_fn(o, t) for m, o, t in zip(self.members, out, y)]))
-        for p in self.stacked.values():
-            p.grad = None
+        self.params.zero_grad()
         losses.sum().backward()
+        if not self.grads_checked:
+            self.params.check_grads()
+            self.grads_checked = True
         norms = self.clip_gradients() if any(c is not None for c in self.clip) else None
         self.optimizer.step()
         return losses.detach(), out.detach(), norms
@@ -185,14 +278,25 @@ class Group:
         norms = torch.stack([g.flatten(1).norm(dim=1) for g in grads]).norm(dim=0)  # (K,)
         limit = torch.tensor([c if c is not None else float("inf") for c in self.clip], dtype=norms.dtype)
         coef = (limit / (norms + 1e-6)).clamp(max=1.0)
-        for g in grads:
-            g.mul_(coef.view(-1, *([1] * (g.dim() - 1))))
+        self.params.scale_grads(coef)
         return norms
 
 
 def _set_module(root: nn.Module, name: str, module: nn.Module) -> None:
     parent, _, child = name.rpartition(".")
     setattr(root.get_submodule(parent) if parent else root, child, module)
+
+
+def stacked_loss(loss_fn: nn.Module):
+    """The (K,) losses of (K, B, ...) outputs against (K, B, ...) targets: torch's plain
+    cross-entropy and MSE computed directly, any other loss under vmap."""
+    if type(loss_fn) is nn.CrossEntropyLoss and loss_fn.weight is None and loss_fn.label_smoothing == 0 \
+            and loss_fn.reduction == "mean":
+        return lambda out, y: F.cross_entropy(out.flatten(0, 1), y.flatten(), reduction="none",
+                                              ignore_index=loss_fn.ignore_index).view(y.shape).mean(1)
+    if type(loss_fn) is nn.MSELoss and loss_fn.reduction == "mean":
+        return lambda out, y: (out - y).square().flatten(1).mean(1)
+    return vmap(loss_fn)
 
 
 def same_losses(members: list[Member]) -> bool:
@@ -222,13 +326,15 @@ def train_group(members: list[Member], logs: MemberLogs) -> None:
         logs.current = m.logs
         begin_fit(m.state, m.callbacks)
     active = [m for m in members if not finished(m.state)]
+    kept: dict = {}
     try:
         while active:
-            group = Group(active)
-            done = train_epoch(group, logs)
-            for k, m in enumerate(active):
-                if m in done or finished(m.state):
+            group, diverged = train_epoch(Group(active, kept), logs)
+            for k, m in enumerate(group.members if group is not None else []):
+                if finished(m.state):
                     group.release(k)
+            for m in active:
+                if m in diverged or finished(m.state):
                     logs.current = m.logs
                     finish_fit(m.state, m.callbacks)
             active = [m for m in active if m.state.status == Status.RUNNING]
@@ -248,55 +354,143 @@ def finished(state: RunState) -> bool:
     return state.epoch >= state.cfg.epochs or state.should_stop or state.diverged is not None
 
 
-def train_epoch(group: Group, logs: MemberLogs) -> set:
-    """One epoch of every member; returns the members that diverged during it (they stop alone)."""
-    members, diverged = group.members, set()
-    clocks = []
+STACK_BYTES = 64 * 2**20  # members' own training sets up to this size in all are stacked, for one gather a step
+
+
+def group_batches(members: list[Member], kept: dict) -> Iterator[tuple[torch.Tensor, torch.Tensor, bool]]:
+    """One epoch of the members' batches, each member's in the order it draws alone, as (x, y,
+    shared): stacked (K, B, ...), or one (B, ...) batch when every member trains on one copy of the
+    data in the same order (the same seed: a learning-rate sweep). A step's batches are one gather
+    when the members share their data, or when their own copies are small enough to stack (a seed
+    sweep of small data, stacked once in `kept`); otherwise each member gathers its own."""
+    batches = [m.state.train_batches for m in members]
+    if not all(b.draws for b in batches):
+        yield from stacked(zip(*batches))
+        return
+    orders = [b.order() for b in batches]  # each from its member's generator, as iterating it alone draws
+    first, splits = batches[0], [b.split for b in batches]
+    same_size = all(b.batch_size == first.batch_size and b.transform is None for b in batches)
+    if same_size and all(s is splits[0] for s in splits) and all(torch.equal(o, orders[0]) for o in orders[1:]):
+        x, y, size, prepare = first.split.x, first.split.y, first.batch_size, first.split.prepare
+        order = orders[0].to(x.device, non_blocking=True)
+        for i in range(0, len(order), size):
+            idx = order[i:i + size]
+            yield prepare(x[idx]), y[idx], True
+        return
+    data = stacked_splits(splits, kept) if same_size else None
+    if data is None:
+        yield from stacked(zip(*(b.epoch(o) for b, o in zip(batches, orders))))
+        return
+    x, y = data
+    order, rows, size = torch.stack(orders).to(x.device), torch.arange(len(members), device=x.device)[:, None], first.batch_size
+    for i in range(0, order.shape[1], size):
+        idx = order[:, i:i + size]
+        yield x[rows, idx], y[rows, idx], False
+
+
+def stacked_splits(splits: list, kept: dict) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The members' training sets stacked (K, N, ...), made once for the group's life; None where
+    they differ in shape, transform their batches, or are too large to copy."""
+    key = ("splits", tuple(id(s) for s in splits))
+    if key not in kept:
+        for old in [k for k in kept if k[0] == "splits"]:  # a stack for members since gone
+            del kept[old]
+        first = splits[0]
+        fits = all(s.transform is None and s.x.shape == first.x.shape and s.y.shape == first.y.shape
+                   and s.x.dtype == first.x.dtype and s.y.dtype == first.y.dtype for s in splits)
+        size = len(splits) * (first.x.numel() * first.x.element_size() + first.y.numel() * first.y.element_size())
+        kept[key] = (torch.stack([s.x for s in splits]), torch.stack([s.y for s in splits])) \
+            if fits and size <= STACK_BYTES else None
+    return kept[key]
+
+
+def train_epoch(group: Group, logs: MemberLogs) -> tuple[Group, set]:
+    """One epoch of every member. A member that diverges leaves at once, as it stops alone, and the
+    others go on as a new group without it (no step is spent on it). Returns the group at the
+    epoch's end and the members that diverged."""
+    members, diverged = list(group.members), set()
+    clocks = {}
     for m in members:
         logs.current = m.logs
-        clocks.append(begin_epoch(m.state, m.callbacks))
+        clocks[m] = begin_epoch(m.state, m.callbacks)
     start = time.perf_counter()
-    sums = [[] for _ in members]  # per member: (loss, correct, size, norm) device tensors
-    for batches in zip(*(m.state.train_batches for m in members)):
-        x = torch.stack([b[0] for b in batches])  # (K, B, ...)
-        y = torch.stack([b[1] for b in batches])
-        losses, out, norms = group.step(x, y)
-        correct = (out.argmax(-1) == y).sum(1) if not members[0].state.task.regression else None
-        for k, m in enumerate(members):
-            if m in diverged:
-                continue
-            step = {"loss": losses[k]}
-            if norms is not None and group.clip[k] is not None:
-                step["grad/norm"] = norms[k]
-            sums[k].append((losses[k], correct[k] if correct is not None else None, y.shape[1], step.get("grad/norm")))
+    classify = not members[0].state.task.regression
+    steps = Steps(group.members)
+    rows = None  # the live members' rows of a batch stacked for all of them, once some have left
+    for x, y, shared in group_batches(members, group.kept):
+        if rows is not None and not shared:
+            x, y = x[rows], y[rows]
+        loss, out, norm = group.step(x, y, shared)
+        steps.add(loss, (out.argmax(-1) == y).sum(-1) if classify else None, out.shape[1], norm)
+        left = []
+        for k, m in enumerate(group.members):
+            step = {"loss": loss[k]}
+            if norm is not None and group.clip[k] is not None:
+                step["grad/norm"] = norm[k]
             logs.current = m.logs
             try:
                 after_step(m.state, m.callbacks, step)
             except Diverged as stop:
                 m.state.status, m.state.diverged = Status.DIVERGED, stop.info
-                diverged.add(m)
+                left.append(k)
+        if left:
+            diverged.update(group.members[k] for k in left)
+            group = group.without(left)
+            if group is None:
+                break
+            steps.regroup(group.members)
+            rows = torch.tensor([members.index(m) for m in group.members], device=loss.device)
     seconds = time.perf_counter() - start
-    for k, m in enumerate(members):
-        if m in diverged:
-            continue
+    if group is None:
+        return None, diverged
+    means = steps.means()
+    for k, m in enumerate(group.members):
         logs.current = m.logs
         group.optimizer.export(k)
+        train = {key: value[k] if isinstance(value, list) else value for key, value in means.items()}
+        if group.clip[k] is None:
+            train.pop("grad/norm", None)
         with member_rng(m):  # the checkpoint saves the random state this member draws from
-            result, train_seconds, examples = m.state.task.after_training(m.state, epoch_means(sums[k]), seconds)
-            end_epoch(m.state, m.callbacks, *clocks[k], result, train_seconds, examples)
-    return diverged
+            result, train_seconds, examples = m.state.task.after_training(m.state, train, seconds)
+            end_epoch(m.state, m.callbacks, *clocks[m], result, train_seconds, examples)
+    return group, diverged
 
 
-def epoch_means(sums: list[tuple]) -> dict:
-    """What train_one_epoch returns, from a member's per-step numbers."""
-    losses, corrects, sizes, norms = zip(*sums)
-    weights = torch.tensor(sizes, dtype=losses[0].dtype, device=losses[0].device)
-    result = {"loss": float((torch.stack(losses) * weights).sum() / weights.sum())}
-    if corrects[0] is not None:
-        result["acc"] = float(torch.stack(corrects).sum() / weights.sum())
-    if norms[0] is not None:
-        result["grad/norm"] = float(torch.stack(norms).mean())
-    return {**result, "examples": sum(sizes), "rows": sum(sizes)}
+class Steps:
+    """The epoch's per-step numbers of the group's members, (K,) device tensors per step, kept in
+    chunks of the same members (a member that leaves starts a new chunk); reduced once at the end."""
+
+    def __init__(self, members: list[Member]):
+        self.chunks: list[tuple[list[Member], dict[str, list]]] = []
+        self.sizes: list[int] = []
+        self.regroup(members)
+
+    def regroup(self, members: list[Member]) -> None:
+        self.chunks.append((list(members), {"loss": [], "acc": [], "grad/norm": []}))
+
+    def add(self, loss, correct, size: int, norm) -> None:
+        lists = self.chunks[-1][1]
+        for key, value in (("loss", loss), ("acc", correct), ("grad/norm", norm)):
+            if value is not None:
+                lists[key].append(value)
+        self.sizes.append(size)
+
+    def column(self, key: str, m: Member) -> torch.Tensor | None:
+        """Member m's values of `key` over the epoch's steps, (steps,)."""
+        parts = [torch.stack(lists[key])[:, members.index(m)] for members, lists in self.chunks if lists[key]]
+        return torch.cat(parts) if parts else None
+
+    def means(self) -> dict:
+        """What train_one_epoch returns, for the members of the last chunk (per-member values as lists)."""
+        members = self.chunks[-1][0]
+        columns = {key: [self.column(key, m) for m in members] for key in ("loss", "acc", "grad/norm")}
+        weights = torch.tensor(self.sizes, dtype=columns["loss"][0].dtype, device=columns["loss"][0].device)
+        result = {"loss": [float((c * weights).sum() / weights.sum()) for c in columns["loss"]]}
+        if columns["acc"][0] is not None:
+            result["acc"] = [float(c.sum() / weights.sum()) for c in columns["acc"]]
+        if columns["grad/norm"][0] is not None:
+            result["grad/norm"] = [float(c.mean()) for c in columns["grad/norm"]]
+        return {**result, "examples": sum(self.sizes), "rows": sum(self.sizes)}
 
 
 @contextmanager
@@ -320,6 +514,26 @@ def own_rng(device: torch.device) -> torch.Generator:
     return rng
 
 
+class KeptCompositions:
+    """Hydra's sweeper composes every run's config to check it can (validate_batch_is_legal), and
+    throws it away; a launcher then composes it again. Composing costs a good part of a second
+    per run, more than a small model's whole training, so this launcher keeps the sweeper's and
+    takes it (each once) instead of composing a second time."""
+
+    def __init__(self, loader) -> None:
+        self.compose, self.kept = loader.load_sweep_config, {}
+        loader.load_sweep_config = self.composing  # the instance's, for the sweeper that shares it
+
+    def composing(self, master_config, sweep_overrides):
+        cfg = self.compose(master_config, sweep_overrides)
+        self.kept[id(master_config), tuple(sweep_overrides)] = cfg
+        return cfg
+
+    def take(self, master_config, overrides: list[str]):
+        kept = self.kept.pop((id(master_config), tuple(overrides)), None)
+        return kept if kept is not None else self.compose(master_config, overrides)
+
+
 class FusedLauncher:
     """Hydra's launcher protocol: every run is prepared in its folder as `dlbench train` would
     (lock, claim, build, resume), then the fusable ones train in groups and the rest one at a time."""
@@ -329,6 +543,7 @@ class FusedLauncher:
 
     def setup(self, *, hydra_context, task_function, config) -> None:
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
+        self.composed = KeptCompositions(hydra_context.config_loader)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         setup_globals()
@@ -337,7 +552,7 @@ class FusedLauncher:
         self.data_cache: dict = {}
         jobs = []
         for i, overrides in enumerate(job_overrides):
-            sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            sweep_config = self.composed.take(self.config, list(overrides))
             with open_dict(sweep_config):
                 sweep_config.hydra.job.id = sweep_config.hydra.job.num = initial_job_idx + i
             self.directions = str(sweep_config.hydra.sweeper.get("direction", "maximize"))
