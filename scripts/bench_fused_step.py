@@ -1,0 +1,97 @@
+"""One training step of K runs: each run's own step (torch's optimizer, one model each) against the
+fused launcher's step for all K (stacked parameters, batched-matmul forward, vectorised optimizer),
+in one invocation, interleaved. Only the step: no evaluation, files or process start (see
+bench_fused.py for whole commands). Two cases: the function fits (K=8, 1-23-23-1 MLP, batch 64,
+Adam) and the MLP 784-512-512-10 on Fashion-MNIST-sized inputs (K=4, batch 64, plain SGD, one
+batch order for all, as in a learning-rate sweep).
+
+    python scripts/bench_fused_step.py [--rounds 8]
+"""
+import argparse
+import statistics
+import time
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from dlbench.launchers.fused import mlp_forward, mlp_plan
+from dlbench.launchers.vectorised import StackedParameters, VectorisedOptimizer
+
+
+def case(dims: list[int], k: int, optimizer: str, loss: str, shared: bool):
+    """(each run's step, the fused step) for K MLPs of these widths."""
+    torch.manual_seed(0)
+    def make():
+        layers = [nn.Flatten()]
+        for a, b in zip(dims[:-1], dims[1:]):
+            layers += [nn.Linear(a, b), nn.LeakyReLU()]
+        return nn.Sequential(*layers[:-1])
+
+    models = [make() for _ in range(k)]
+    n, batch = 20_000, 64
+    x_all = torch.randn(n, dims[0])
+    y_all = torch.randn(n, dims[-1]) if loss == "mse" else torch.randint(dims[-1], (n,))
+    build = (lambda ps: torch.optim.Adam(ps, lr=1e-3, foreach=False)) if optimizer == "adam" else \
+        (lambda ps: torch.optim.SGD(ps, lr=0.01, foreach=False))
+    alone_opts = [build(m.parameters()) for m in models]
+    loss_fn = F.mse_loss if loss == "mse" else F.cross_entropy
+
+    def batches():
+        idx = torch.randint(n, (batch,) if shared else (k, batch))
+        return x_all[idx], y_all[idx]
+
+    def alone():
+        x, y = batches()
+        for i, (m, opt) in enumerate(zip(models, alone_opts)):
+            opt.zero_grad(set_to_none=True)
+            loss_fn(m(x if shared else x[i]), y if shared else y[i]).backward()
+            opt.step()
+
+    fused_models = [make() for _ in range(k)]
+    names = [name for name, _ in fused_models[0].named_parameters()]
+    own = [[dict(m.named_parameters())[name] for name in names] for m in fused_models]
+    params = StackedParameters(own)
+    stacked = dict(zip(names, params.stacked))
+    vectorised = VectorisedOptimizer([build(ps) for ps in own], own, params)
+    plan = mlp_plan(fused_models[0])
+
+    def fused():
+        x, y = batches()
+        params.zero_grad()
+        out = mlp_forward(plan, stacked, {}, x, shared)
+        target = y.expand(k, *y.shape) if shared else y
+        if loss == "mse":
+            losses = (out - target).square().flatten(1).mean(1)
+        else:
+            losses = F.cross_entropy(out.flatten(0, 1), target.flatten(), reduction="none").view(k, -1).mean(1)
+        losses.sum().backward()
+        vectorised.step()
+
+    return alone, fused
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=8)
+    args = parser.parse_args()
+    cases = {"function fits, K=8, Adam": (case([1, 23, 23, 1], 8, "adam", "mse", False), 100),
+             "MLP 784-512-512-10, K=4, SGD": (case([784, 512, 512, 10], 4, "sgd", "ce", True), 20)}
+    print(f"{torch.get_num_threads()} threads; median (fastest) of {args.rounds} rounds, ms per step of all K runs")
+    for name, ((alone, fused), steps) in cases.items():
+        times = {"alone": [], "fused": []}
+        for _ in range(args.rounds):
+            for kind, fn in (("alone", alone), ("fused", fused)):
+                for _ in range(3):
+                    fn()
+                start = time.perf_counter()
+                for _ in range(steps):
+                    fn()
+                times[kind].append((time.perf_counter() - start) / steps * 1e3)
+        a, f = statistics.median(times["alone"]), statistics.median(times["fused"])
+        print(f"{name}: each run alone {a:.2f} ms ({min(times['alone']):.2f}), fused {f:.2f} ms "
+              f"({min(times['fused']):.2f}): {a / f:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
