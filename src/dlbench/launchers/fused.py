@@ -475,15 +475,15 @@ class Steps:
                 lists[key].append(value)
         self.sizes.append(size)
 
-    def column(self, key: str, m: Member) -> torch.Tensor | None:
-        """Member m's values of `key` over the epoch's steps, (steps,)."""
-        parts = [torch.stack(lists[key])[:, members.index(m)] for members, lists in self.chunks if lists[key]]
-        return torch.cat(parts) if parts else None
+    def columns(self, key: str, members: list[Member]) -> list[torch.Tensor | None]:
+        """Each member's values of `key` over the epoch's steps, (steps,); each chunk stacked once."""
+        stacks = [(chunk, torch.stack(lists[key])) for chunk, lists in self.chunks if lists[key]]
+        return [torch.cat([s[:, chunk.index(m)] for chunk, s in stacks]) if stacks else None for m in members]
 
     def means(self) -> dict:
         """What train_one_epoch returns, for the members of the last chunk (per-member values as lists)."""
         members = self.chunks[-1][0]
-        columns = {key: [self.column(key, m) for m in members] for key in ("loss", "acc", "grad/norm")}
+        columns = {key: self.columns(key, members) for key in ("loss", "acc", "grad/norm")}
         weights = torch.tensor(self.sizes, dtype=columns["loss"][0].dtype, device=columns["loss"][0].device)
         result = {"loss": [float((c * weights).sum() / weights.sum()) for c in columns["loss"]]}
         if columns["acc"][0] is not None:
