@@ -111,6 +111,26 @@ def test_a_diverging_member_stops_alone_and_the_others_go_on(tmp_path):
 
 
 @pytest.mark.slow
+def test_members_with_data_of_their_own_gather_their_own_batches(tmp_path, monkeypatch, capsys):
+    """Seeds give each member its own split: too large to stack, each member's batches are gathered
+    apart and stacked a step at a time. Training sets of 540 and 560 examples are 9 batches of 64
+    each, but their last batches differ (28, 48): they cannot share a step and train alone."""
+    from dlbench.launchers import fused
+
+    monkeypatch.setattr(fused, "STACK_BYTES", 0)
+    args = ["lr=0.1", "seed=0,1,2", "optimizer.momentum=0.9", "epochs=2"]
+    assert sweep(tmp_path / "alone", *args, fused=False) == 0
+    assert sweep(tmp_path / "fused", *args) == 0
+    assert "fused group 1/1: 3 runs as one model" in capsys.readouterr().err
+    assert_same_runs(tmp_path / "fused", tmp_path / "alone")
+    args = ["lr=0.1", "dataset.limit=540,560", "epochs=2"]
+    assert sweep(tmp_path / "sizes-alone", *args, fused=False) == 0
+    assert sweep(tmp_path / "sizes-fused", *args) == 0
+    assert "fused group" not in capsys.readouterr().err
+    assert_same_runs(tmp_path / "sizes-fused", tmp_path / "sizes-alone")
+
+
+@pytest.mark.slow
 def test_members_stop_early_each_at_its_own_epoch(tmp_path):
     args = ["lr=0.3,0.01", "epochs=12", "regularizer=early_stopping", "regularizer.early_stopping.patience=2"]
     sweep(tmp_path / "alone", *args, fused=False)

@@ -142,11 +142,11 @@ def why_not_fused(state: RunState) -> str | None:
 
 
 def group_key(state: RunState) -> tuple:
-    """Runs with equal keys can share a step: the same parameter shapes, optimizer kind, batches
-    per epoch and batch size, data shape and device."""
+    """Runs with equal keys can share a step: the same parameter shapes, optimizer kind, examples
+    per epoch and batch size (so the same batch sizes step by step), data shape and device."""
     shapes = tuple((name, tuple(p.shape)) for name, p in state.model.named_parameters())
     dropouts = tuple(name for name, m in state.model.named_modules() if isinstance(m, nn.Dropout))
-    return (shapes, dropouts, type(state.optimizer), len(state.train_batches), state.train_batches.batch_size,
+    return (shapes, dropouts, type(state.optimizer), state.train_batches.num_examples, state.train_batches.batch_size,
             tuple(state.data.in_shape), str(state.device), state.task.name, type(state.loss_fn))
 
 
@@ -386,6 +386,12 @@ def group_batches(members: list[Member], kept: dict) -> Iterator[tuple[torch.Ten
     for i in range(0, order.shape[1], size):
         idx = order[:, i:i + size]
         yield x[rows, idx], y[rows, idx], False
+
+
+def stacked(steps: Iterator[tuple]) -> Iterator[tuple[torch.Tensor, torch.Tensor, bool]]:
+    """Each step's K (x, y) batches, one per member, stacked as (K, B, ...)."""
+    for batches in steps:
+        yield torch.stack([b[0] for b in batches]), torch.stack([b[1] for b in batches]), False
 
 
 def stacked_splits(splits: list, kept: dict) -> tuple[torch.Tensor, torch.Tensor] | None:
