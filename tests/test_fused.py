@@ -131,6 +131,25 @@ def test_members_with_data_of_their_own_gather_their_own_batches(tmp_path, monke
 
 
 @pytest.mark.slow
+def test_runs_whose_models_compute_another_function_of_the_same_shapes_train_apart(tmp_path, monkeypatch, capsys):
+    """tanh and sigmoid MLPs have the same parameter shapes: each trains as itself. Were they put in
+    one group (a model whose difference the launcher cannot see), the group fails, loudly."""
+    from dlbench.launchers import fused
+
+    args = ["lr=0.1", "model.activation=tanh,sigmoid", "epochs=2"]
+    assert sweep(tmp_path / "alone", *args, fused=False) == 0
+    assert sweep(tmp_path / "fused", *args) == 0
+    assert "fused group" not in capsys.readouterr().err
+    assert_same_runs(tmp_path / "fused", tmp_path / "alone")
+    monkeypatch.setattr(fused, "structure", lambda model: ())
+    assert sweep(tmp_path / "blind", *args) != 0
+    assert "fused group 1/1: 2 runs as one model" in capsys.readouterr().err
+    runs = runs_in(tmp_path / "blind")
+    assert [summary(r)["status"] for r in runs] == ["failed", "failed"]
+    assert "computes another function than" in (runs[0] / "train.log").read_text()
+
+
+@pytest.mark.slow
 def test_members_stop_early_each_at_its_own_epoch(tmp_path):
     args = ["lr=0.3,0.01", "epochs=12", "regularizer=early_stopping", "regularizer.early_stopping.patience=2"]
     sweep(tmp_path / "alone", *args, fused=False)

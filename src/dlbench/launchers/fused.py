@@ -142,12 +142,24 @@ def why_not_fused(state: RunState) -> str | None:
 
 
 def group_key(state: RunState) -> tuple:
-    """Runs with equal keys can share a step: the same parameter shapes, optimizer kind, examples
-    per epoch and batch size (so the same batch sizes step by step), data shape and device."""
+    """Runs with equal keys can share a step: the same modules computing the same function of their
+    parameters (of the same shapes), optimizer kind, examples per epoch and batch size (so the same
+    batch sizes step by step), data shape and device."""
     shapes = tuple((name, tuple(p.shape)) for name, p in state.model.named_parameters())
-    dropouts = tuple(name for name, m in state.model.named_modules() if isinstance(m, nn.Dropout))
-    return (shapes, dropouts, type(state.optimizer), state.train_batches.num_examples, state.train_batches.batch_size,
-            tuple(state.data.in_shape), str(state.device), state.task.name, type(state.loss_fn))
+    return (shapes, structure(state.model), type(state.optimizer), state.train_batches.num_examples,
+            state.train_batches.batch_size, tuple(state.data.in_shape), str(state.device), state.task.name,
+            type(state.loss_fn))
+
+
+def structure(model: nn.Module) -> tuple:
+    """What each module computes besides its parameters: its type and settings (a tanh is not a
+    sigmoid; 4 heads are not 8), all but a dropout's rate, which each member has its own of."""
+    def settings(module: nn.Module) -> tuple:
+        plain = (bool, int, float, str, tuple, type(None))
+        own = {k: v for k, v in vars(module).items() if not k.startswith("_") and k != "training"
+               and isinstance(v, plain) and not (isinstance(module, nn.Dropout) and k == "p")}
+        return tuple(sorted(own.items()))
+    return tuple((name, type(m).__name__, settings(m)) for name, m in model.named_modules())
 
 
 class Group:
@@ -230,11 +242,32 @@ class Group:
     def forward(self, x: torch.Tensor, shared: bool) -> torch.Tensor:
         """Every member's outputs (K, B, C) for x: (K, B, ...), or (B, ...) when shared by all."""
         masks = self.masks(x if shared else x[0])
+        if "members" not in self.kept:
+            self.check_members(x, shared)
         if not self.checked:
             self.check_plan(x, shared, masks)
         if self.plan is not None:
             return mlp_forward(self.plan, self.stacked, masks, x, shared)
         return self.call({**self.stacked, **masks}, x.expand(len(self.members), *x.shape) if shared else x)
+
+    @torch.no_grad()
+    def check_members(self, x: torch.Tensor, shared: bool) -> None:
+        """Once: the group's model gives each member the outputs its own model gives (dropout off).
+        `group_key` puts only such runs together; a model it cannot tell apart fails here, loudly,
+        rather than training as another run's architecture."""
+        self.kept["members"] = True
+        x = x[:4] if shared else x[:, :4]
+        self.base.eval()
+        got = self.call(dict(self.stacked), x.expand(len(self.members), *x.shape) if shared else x)
+        self.base.train()
+        for k, member in enumerate(self.members):
+            model, training = member.state.model, member.state.model.training
+            want = model.eval()(x if shared else x[k])
+            model.train(training)
+            if not torch.allclose(got[k], want, rtol=1e-4, atol=1e-5):
+                raise RuntimeError(f"fused: {member.name} computes another function than "
+                                   f"{self.members[0].name} with parameters of the same shapes; train them "
+                                   "with the basic launcher and report this model")
 
     @torch.no_grad()
     def check_plan(self, x: torch.Tensor, shared: bool, masks: dict) -> None:
