@@ -84,10 +84,14 @@ def test_the_per_parameter_layout_of_large_models_has_the_numbers_alone_too(tmp_
 
     monkeypatch.setattr(vectorised, "FLAT_ELEMENTS_PER_TENSOR", 0)
     args = ["lr=0.1,0.03", "optimizer.momentum=0.9", "optimizer.nesterov=true", "optimizer.weight_decay=1e-3",
-            "regularizer=grad_clip", "regularizer.grad_clip.max_norm=0.5", "epochs=2"]
+            "regularizer=grad_clip", "regularizer.grad_clip.max_norm=0.5", "epochs=2", "probe=[grad_norm]"]
     assert sweep(tmp_path / "alone", *args, fused=False) == 0
     assert sweep(tmp_path / "fused", *args) == 0
     assert_same_runs(tmp_path / "fused", tmp_path / "alone")
+    for run in runs_in(tmp_path / "alone"):  # the probe reads each member's slice of the stacked gradients
+        for x, y in zip(metrics(run), metrics(tmp_path / "fused" / run.name), strict=True):
+            for key in ("grad/mean_abs", "update/ratio"):
+                assert y[key] == pytest.approx(x[key], rel=1e-4) and y[key] > 0, (run.name, key)
     adam = ["optimizer=adam", "lr=0.003,0.001", "optimizer.weight_decay=1e-4", "epochs=2"]
     assert sweep(tmp_path / "adam-alone", *adam, fused=False) == 0
     assert sweep(tmp_path / "adam-fused", *adam) == 0
@@ -156,6 +160,35 @@ def test_members_stop_early_each_at_its_own_epoch(tmp_path):
     sweep(tmp_path / "fused", *args)
     assert_same_runs(tmp_path / "fused", tmp_path / "alone")
     assert len({summary(r)["epochs_completed"] for r in runs_in(tmp_path / "fused")}) == 2
+
+
+@pytest.mark.slow
+def test_probes_see_in_a_group_what_they_see_alone(tmp_path):
+    """The gradient-norm probe reads each member's own gradients (after clipping) and weight updates
+    every step; trajectory, weight statistics and sharpness read its own weights at an epoch's end."""
+    args = ["lr=0.1,0.05", "epochs=2", "optimizer.momentum=0.9", "regularizer=grad_clip",
+            "regularizer.grad_clip.max_norm=1.0", "probe=[grad_norm,trajectory,weight_norm,sharpness]",
+            "probe.grad_norm.first_steps=30", "probe.sharpness.examples=200", "probe.sharpness.iterations=5"]
+    assert sweep(tmp_path / "alone", *args, fused=False) == 0
+    assert sweep(tmp_path / "fused", *args) == 0
+    assert_same_runs(tmp_path / "fused", tmp_path / "alone")
+    for name in [r.name for r in runs_in(tmp_path / "alone")]:
+        a, b = tmp_path / "alone" / name, tmp_path / "fused" / name
+        steps = [[json.loads(line) for line in (run / "probes" / "grad_norm.jsonl").read_text().splitlines()]
+                 for run in (a, b)]
+        assert len(steps[0]) == len(steps[1]) == 30  # every one of the first 30 steps
+        for x, y in zip(*steps):
+            assert x["step"] == y["step"]
+            for key in ("grad/norm", "grad/mean_abs", "update/ratio"):
+                assert y[key] == pytest.approx(x[key], rel=1e-4), (name, x["step"], key)
+            assert y["grad/norm"] > 0
+        for epoch in ("epoch_0000.pt", "epoch_0001.pt", "epoch_0002.pt"):
+            torch.testing.assert_close(torch.load(b / "trajectory" / epoch), torch.load(a / "trajectory" / epoch),
+                                       rtol=1e-4, atol=1e-6)
+        last = [metrics(run)[-1] for run in (a, b)]
+        for key in [k for k in last[0] if k.startswith(("sharpness/", "weights/norm/", "relu/dead/", "grad/"))]:
+            assert last[1][key] == pytest.approx(last[0][key], rel=1e-3), (name, key)
+        assert "sharpness/hessian_top" in last[1] and "grad/mean_abs" in last[1]
 
 
 @pytest.mark.slow

@@ -12,6 +12,8 @@ log = logging.getLogger("dlbench")
 
 
 class Callback:
+    reads_grads = False  # on_step reads the parameters' .grad (a fused group then gives the run its own)
+
     def on_run_start(self, state) -> None: ...  # after a resumed run's checkpoint is loaded
     def on_epoch_start(self, state) -> None: ...
     def on_step(self, state, step: dict) -> None: ...  # {"loss": 0-d tensor, maybe "grad/norm"}, on the device
@@ -33,6 +35,7 @@ class Callbacks:
     def __init__(self, callbacks: list[Callback]):
         self.callbacks = list(callbacks)
         self.stepping = [c for c in self.callbacks if type(c).on_step is not Callback.on_step]
+        self.reads_grads = any(c.reads_grads for c in self.stepping)
 
     def on_run_start(self, state) -> None:
         for c in self.callbacks:

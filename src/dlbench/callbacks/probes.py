@@ -29,6 +29,7 @@ class GradNorm(Callback):
     ratio ||theta_t - theta_{t-1}|| / ||theta_{t-1}||. Every step for the first `first_steps`,
     then every `every` steps; one device sync per logged step. A resumed run cuts probes/grad_norm.jsonl
     back to its checkpoint's step and redoes the steps after it, as metrics.jsonl is cut to its epoch."""
+    reads_grads = True
 
     def __init__(self, first_steps: int = 100, every: int = 50, per_layer: bool = True):
         self.first_steps, self.every, self.per_layer = first_steps, every, per_layer

@@ -10,9 +10,11 @@ trained alone: its folder, batch order, dropout masks (drawn from the random sta
 had alone), callbacks (divergence, early stopping, logging, TensorBoard), evaluation, summary and
 checkpoints. A member that diverges or stops leaves the group, which trains on without it.
 
-Runs that cannot be fused (another architecture, batch norm, augmentation, a loss penalty, a
-recurrent task, probes, ...) run one at a time, as the basic launcher runs them; the launcher
-says which and why.
+Probes run on each member's own model (its parameters are views of the stack); the gradient-norm
+probe reads the member's own slice of the stacked gradients. Runs that cannot be fused (batch norm,
+augmentation, a loss penalty, a recurrent task, ...) and runs with no partner of the same
+architecture and data run one at a time, as the basic launcher runs them; the launcher says which
+and why.
 """
 import copy
 import logging
@@ -134,8 +136,6 @@ def why_not_fused(state: RunState) -> str | None:
         return "the loss has a penalty (l2) on this run's weights"
     if getattr(state.train_batches, "transform", None) is not None:
         return "augmentation draws from the global random state"
-    if cfg.get("probe"):
-        return "probes read each run's gradients and weights"
     if type(state.optimizer) not in OPTIMIZERS or len(state.optimizer.param_groups) != 1:
         return f"{type(state.optimizer).__name__} has no vectorised step (SGD, Adam, AdamW have)"
     return None
@@ -175,10 +175,11 @@ class Group:
             if isinstance(module, nn.Dropout):
                 _set_module(self.base, name, MaskedDropout())
         self.names = [name for name, _ in model.named_parameters()]
-        own = [[dict(m.state.model.named_parameters())[n] for n in self.names] for m in members]
-        self.params = StackedParameters(own)  # each member's parameters become views of the stack
+        self.own = [[dict(m.state.model.named_parameters())[n] for n in self.names] for m in members]
+        self.params = StackedParameters(self.own)  # each member's parameters become views of the stack
+        self.grad_readers = [k for k, m in enumerate(members) if m.callbacks.reads_grads]  # probes
         self.stacked = dict(zip(self.names, self.params.stacked))
-        self.optimizer = VectorisedOptimizer([m.state.optimizer for m in members], own, self.params)
+        self.optimizer = VectorisedOptimizer([m.state.optimizer for m in members], self.own, self.params)
         self.grads_checked = False
         self.dropouts = [(name, [dict(m.state.model.named_modules())[name].p for m in members])
                          for name, module in model.named_modules() if isinstance(module, nn.Dropout)]
@@ -302,6 +303,9 @@ class Group:
             self.grads_checked = True
         norms = self.clip_gradients() if any(c is not None for c in self.clip) else None
         self.optimizer.step()
+        for k in self.grad_readers:  # the gradients each run's step used, as its own parameters' .grad
+            for p, g in zip(self.own[k], self.params.member_grads(k)):
+                p.grad = g
         return losses.detach(), out.detach(), norms
 
     @torch.no_grad()

@@ -71,6 +71,12 @@ class StackedParameters:
         """Run k's parameter i (or its optimizer state) within tensors laid out as `units`: a view."""
         return self.slice(units[0], i)[k] if self.flat else units[i][k]
 
+    def member_grads(self, k: int) -> list[torch.Tensor | None]:
+        """Run k's gradients of the last backward (after any clipping), views in parameter order."""
+        if self.flat:
+            return [self.slice(self.grad, i)[k] for i in range(len(self.sizes))]
+        return [p.grad[k] if p.grad is not None else None for p in self.stacked]
+
     def unit_grads(self) -> list[torch.Tensor | None]:
         return [self.grad] if self.flat else [p.grad for p in self.stacked]
 
