@@ -13,6 +13,15 @@ instead of 2 does (lr 0.1: test/loss 0.414944 vs 0.414751 after one epoch); a di
 last loss magnifies rounding without bound.
 
     python scripts/bench_fused.py [--only fit,mlp] [--repeats 1]
+    python scripts/bench_fused.py --only function_fit,playground,gradient_norm,trajectory [--rounding]
+
+`--rounding` also trains each sweep with the basic launcher and every linear layer's product
+rounded once from float64 (scripts/rounded_differently.py), and prints how far that moves its
+numbers: the scale on which to read the fused launcher's differences, since a long run magnifies
+any rounding difference.
+
+A study's name times its whole command, `dlbench train experiment=NAME` (a study that trains its
+runs fused) against the same with `hydra/launcher=basic`, analyses and report included.
 
 Run it with nothing else on the machine.
 """
@@ -40,14 +49,23 @@ SWEEPS = {
 }
 
 
-def timed(args: list[str], folder: Path) -> tuple[float, float]:
-    """The command's wall seconds, and its runs' (first train.log line to last)."""
+def commands(name: str) -> tuple[list[str], list[str]]:
+    """The basic and the fused launcher's `dlbench train` arguments for a sweep or a study."""
+    if name in SWEEPS:
+        return ["-m", *SWEEPS[name]], ["-m", *SWEEPS[name], "hydra/launcher=fused"]
+    return [f"experiment={name}", "hydra/launcher=basic"], [f"experiment={name}", "hydra/launcher=fused"]
+
+
+def timed(args: list[str], folder: Path, rounded: bool = False) -> tuple[float, float]:
+    """The command's wall seconds, and its runs' (first train.log line to last). `rounded`: with
+    each linear layer's product rounded once from float64 (scripts/rounded_differently.py)."""
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "dlbench", "train", "-m", *args, *QUIET, "--into", str(folder)],
+    program = [str(ROOT / "scripts" / "rounded_differently.py")] if rounded else ["-m", "dlbench"]
+    proc = subprocess.run([sys.executable, *program, "train", *args, *QUIET, "--into", str(folder)],
                           cwd=ROOT, capture_output=True, text=True, env={**os.environ, "CI": "1"})
     seconds = time.perf_counter() - start
     if proc.returncode:
-        sys.exit(f"dlbench train -m {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+        sys.exit(f"dlbench train {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
     stamps = [stamp for log in folder.glob("*/train.log") for stamp in log_times(log)]
     return seconds, (max(stamps) - min(stamps)).total_seconds()
 
@@ -63,25 +81,28 @@ def outcomes(folder: Path) -> dict[str, tuple]:
     return {name: (s["status"], s.get("test/loss")) for name, s in summaries.items()}
 
 
-def same_numbers(a: dict, b: dict) -> bool:
-    """The same runs with the same status; completed ones with the same test/loss to 1e-3."""
-    def close(x, y):
-        return x is not None and y is not None and abs(x - y) <= 1e-3 * abs(x)
-    return a.keys() == b.keys() and all(
-        a[k][0] == b[k][0] and (a[k][0] != "completed" or close(a[k][1], b[k][1])) for k in a)
+def same_numbers(a: dict, b: dict) -> str:
+    """Whether the runs are the same with the same status, and completed ones with the same
+    test/loss to 1e-3; with the largest relative test/loss difference."""
+    if a.keys() != b.keys() or any(a[k][0] != b[k][0] for k in a):
+        return "False (other runs or statuses)"
+    gaps = [abs(a[k][1] - b[k][1]) / abs(a[k][1]) for k in a if a[k][0] == "completed" and a[k][1] is not None]
+    return f"{max(gaps) <= 1e-3} (largest relative test/loss difference {max(gaps):.1e})"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", default=",".join(SWEEPS))
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--rounding", action="store_true",
+                        help="also train with the basic launcher rounded differently: how far rounding alone moves the numbers")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.only.split(","):
             basic, fused = [], []
             for r in range(args.repeats):  # interleaved, so a busy moment slows both
-                basic.append(timed(SWEEPS[name], Path(tmp) / f"{name}-basic-{r}"))
-                fused.append(timed([*SWEEPS[name], "hydra/launcher=fused"], Path(tmp) / f"{name}-fused-{r}"))
+                basic.append(timed(commands(name)[0], Path(tmp) / f"{name}-basic-{r}"))
+                fused.append(timed(commands(name)[1], Path(tmp) / f"{name}-fused-{r}"))
             a, b = outcomes(Path(tmp) / f"{name}-basic-0"), outcomes(Path(tmp) / f"{name}-fused-0")
             statuses = ", ".join(f"{n} {s}" for s, n in sorted(Counter(s for s, _ in a.values()).items()))
             cb, cf = (min(t[0] for t in ts) for ts in (basic, fused))  # the command's seconds
@@ -90,6 +111,10 @@ def main() -> None:
                   f"  command: basic {cb:.1f} s, fused {cf:.1f} s: {cb / cf:.2f}x\n"
                   f"  runs:    basic {rb:.1f} s, fused {rf:.1f} s: {rb / rf:.2f}x\n"
                   f"  same numbers: {same_numbers(a, b)}", flush=True)
+            if args.rounding:
+                timed(commands(name)[0], Path(tmp) / f"{name}-rounded", rounded=True)
+                print(f"  basic rounded differently, against basic: "
+                      f"{same_numbers(a, outcomes(Path(tmp) / f'{name}-rounded'))}", flush=True)
 
 
 if __name__ == "__main__":
