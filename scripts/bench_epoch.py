@@ -11,6 +11,7 @@ slows all three alike; ratios are printed of the medians and of the minimums (as
 the fastest repeat is the one least disturbed by other work on a shared machine).
 
     python scripts/bench_epoch.py [--repeats 5] [OVERRIDE ...]   (e.g. model.hidden=[1024,1024])
+    python scripts/bench_epoch.py device=cuda                     (all three on the GPU)
 """
 import argparse
 import logging
@@ -28,12 +29,13 @@ from torchvision import transforms
 from dlbench.config import build, compose
 from dlbench.data import Batches
 from dlbench.optim import build_optimizer
+from dlbench.runtime import resolve_device
 from dlbench.train import run
 
 
 def fresh(cfg, data):
     torch.manual_seed(cfg.seed)
-    model = build(cfg.model, in_shape=data.in_shape, num_classes=data.num_classes)
+    model = build(cfg.model, in_shape=data.in_shape, num_classes=data.num_classes).to(resolve_device(cfg.device))
     return model, build_optimizer(cfg.optimizer, model.parameters()), build(cfg.loss)
 
 
@@ -46,7 +48,8 @@ def time_dlbench(cfg, data, run_dir: Path) -> float:
 def time_compute_only(cfg, data, steps: int) -> float:
     model, opt, loss_fn = fresh(cfg, data)
     model.train()
-    x, y = data.train.x[:cfg.batch_size].clone(), data.train.y[:cfg.batch_size].clone()
+    device = resolve_device(cfg.device)
+    x, y = data.train.x[:cfg.batch_size].to(device), data.train.y[:cfg.batch_size].to(device)
     start = time.perf_counter()
     for _ in range(steps):
         loss = loss_fn(model(x), y)
@@ -65,12 +68,14 @@ def time_per_sample(cfg, data, n: int) -> float:
         str(Path(cfg.dataset.root).expanduser()), train=True,
         transform=transforms.Compose([transforms.ToTensor(), transforms.Normalize((mean,), (std,))]))
     loader = DataLoader(Subset(ds, range(n)), batch_size=cfg.batch_size, shuffle=True)
+    device = resolve_device(cfg.device)
     start = time.perf_counter()
     for x, y in loader:
-        loss = loss_fn(model(x), y)
+        loss = loss_fn(model(x.to(device)), y.to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+    loss.item()  # wait for the device
     return time.perf_counter() - start
 
 
@@ -79,12 +84,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
-    cfg = compose(["device=cpu", *args.overrides])
+    cfg = compose(["device=cpu", *args.overrides])  # device=cuda times all three on the GPU
     data = build(cfg.dataset, seed=cfg.seed, device="cpu")
     steps = len(Batches(data.train, cfg.batch_size, shuffle=False))
     print(f"{cfg.model.name} {list(cfg.model.get('hidden', []))}, {cfg.optimizer._target_} lr {cfg.lr}, "
           f"batch {cfg.batch_size}, {len(data.train):,} examples = {steps} steps, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+          f"torch {torch.__version__}, device {resolve_device(cfg.device)}, {torch.get_num_threads()} threads")
     times = {"a": [], "b": [], "c": []}
     logging.getLogger("dlbench").setLevel(logging.WARNING)
     tmp = Path(tempfile.mkdtemp(prefix="dlbench-bench-"))

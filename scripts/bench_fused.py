@@ -13,6 +13,7 @@ instead of 2 does (lr 0.1: test/loss 0.414944 vs 0.414751 after one epoch); a di
 last loss magnifies rounding without bound.
 
     python scripts/bench_fused.py [--only fit,mlp] [--repeats 1]
+    python scripts/bench_fused.py --only fit,fit64,mlp --device cuda     (8 and 64 small runs on a GPU)
     python scripts/bench_fused.py --only function_fit,playground,gradient_norm,trajectory [--rounding]
 
 `--rounding` also trains each sweep with the basic launcher and every linear layer's product
@@ -47,13 +48,17 @@ SWEEPS = {
     # the README's first sweep: the default MLP 512-512 on Fashion-MNIST, plain SGD at four rates, 2 epochs
     "mlp": ["lr=1,0.1,0.01,0.001", "epochs=2"],
 }
+# 64 function fits: the same setup, 8 rates x 8 seeds, 10 epochs (1,000 steps) each (for a GPU, issue 14)
+SWEEPS["fit64"] = [*(o for o in SWEEPS["fit"] if o.split("=")[0] not in ("lr", "epochs")),
+                   "lr=0.0003,0.0006,0.0012,0.0024,0.005,0.01,0.02,0.04", "epochs=10"]
 
 
-def commands(name: str) -> tuple[list[str], list[str]]:
+def commands(name: str, extra: tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
     """The basic and the fused launcher's `dlbench train` arguments for a sweep or a study."""
     if name in SWEEPS:
-        return ["-m", *SWEEPS[name]], ["-m", *SWEEPS[name], "hydra/launcher=fused"]
-    return [f"experiment={name}", "hydra/launcher=basic"], [f"experiment={name}", "hydra/launcher=fused"]
+        return ["-m", *SWEEPS[name], *extra], ["-m", *SWEEPS[name], *extra, "hydra/launcher=fused"]
+    return ([f"experiment={name}", *extra, "hydra/launcher=basic"],
+            [f"experiment={name}", *extra, "hydra/launcher=fused"])
 
 
 def timed(args: list[str], folder: Path, rounded: bool = False) -> tuple[float, float]:
@@ -96,13 +101,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--rounding", action="store_true",
                         help="also train with the basic launcher rounded differently: how far rounding alone moves the numbers")
+    parser.add_argument("--device", default=None, help="device=... for every run (cuda: on the GPU)")
     args = parser.parse_args()
+    extra = (f"device={args.device}",) if args.device else ()
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.only.split(","):
             basic, fused = [], []
             for r in range(args.repeats):  # interleaved, so a busy moment slows both
-                basic.append(timed(commands(name)[0], Path(tmp) / f"{name}-basic-{r}"))
-                fused.append(timed(commands(name)[1], Path(tmp) / f"{name}-fused-{r}"))
+                basic.append(timed(commands(name, extra)[0], Path(tmp) / f"{name}-basic-{r}"))
+                fused.append(timed(commands(name, extra)[1], Path(tmp) / f"{name}-fused-{r}"))
             a, b = outcomes(Path(tmp) / f"{name}-basic-0"), outcomes(Path(tmp) / f"{name}-fused-0")
             statuses = ", ".join(f"{n} {s}" for s, n in sorted(Counter(s for s, _ in a.values()).items()))
             cb, cf = (min(t[0] for t in ts) for ts in (basic, fused))  # the command's seconds
@@ -112,7 +119,7 @@ def main() -> None:
                   f"  runs:    basic {rb:.1f} s, fused {rf:.1f} s: {rb / rf:.2f}x\n"
                   f"  same numbers: {same_numbers(a, b)}", flush=True)
             if args.rounding:
-                timed(commands(name)[0], Path(tmp) / f"{name}-rounded", rounded=True)
+                timed(commands(name, extra)[0], Path(tmp) / f"{name}-rounded", rounded=True)
                 print(f"  basic rounded differently, against basic: "
                       f"{same_numbers(a, outcomes(Path(tmp) / f'{name}-rounded'))}", flush=True)
 
