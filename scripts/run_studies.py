@@ -23,8 +23,12 @@ def main(argv: list[str]) -> int:
     for name in names:
         folder = ROOT / "outputs" / "studies" / name
         start = time.perf_counter()
-        status = subprocess.call([sys.executable, "-m", "dlbench", "train", f"experiment={name}",
-                                  "trainer.progress=false", *extra, "--into", str(folder)], cwd=ROOT)
+        try:
+            status = subprocess.call([sys.executable, "-m", "dlbench", "train", f"experiment={name}",
+                                      "trainer.progress=false", *extra, "--into", str(folder)], cwd=ROOT)
+        except KeyboardInterrupt:  # dlbench, interrupted too, has recorded its runs: the same command resumes
+            print(f"{name}: interrupted; the same command resumes it from {folder}", flush=True)
+            return 130
         minutes = (time.perf_counter() - start) / 60
         print(f"{name}: exit {status}, {minutes:.1f} min -> {copy(folder) if status == 0 else folder}", flush=True)
     return 0
