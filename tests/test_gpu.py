@@ -17,6 +17,7 @@ from dlbench.callbacks import Callback
 from dlbench.train import run
 from tests.conftest import digits_cfg, straight_and_resumed
 from tests.test_fused import assert_same_runs, sweep
+from tests.test_precision import SIXTEEN_BIT, assert_follows_fp32, losses
 
 ON = os.environ.get("DLBENCH_GPU_TESTS_ON", "cuda")
 NO_CUDA = "needs a CUDA GPU and torch sees none: run `pytest -m gpu` on a machine with one (scripts/gpu_session.sh)"
@@ -28,10 +29,6 @@ CNN = ["model=cnn", "model.channels=[8,16]", "model.hidden=[32]"]
 
 def on_gpu(*overrides: str):
     return digits_cfg(f"device={ON}", *overrides)
-
-
-def losses(summary: dict) -> tuple[float, float]:
-    return summary["train/loss"], summary["test/loss"]
 
 
 @pytest.fixture(scope="module")
@@ -53,13 +50,9 @@ def test_device_auto_trains_on_the_gpu(tmp_path):
     assert summary["device"].startswith("cuda")
 
 
-@pytest.mark.parametrize("mode, tolerance", [("bf16", 0.05), (16, 0.01)])
+@pytest.mark.parametrize("mode, tolerance", SIXTEEN_BIT)
 def test_16_bit_training_on_the_gpu_follows_fp32(tmp_path, cpu_run, mode, tolerance):
-    summary = run(on_gpu(f"trainer.precision={mode}"), run_dir=tmp_path)
-    assert summary["status"] == "completed" and summary["precision"] == str(mode)
-    for ours, reference in zip(losses(summary), losses(cpu_run)):
-        assert ours == pytest.approx(reference, rel=tolerance)
-    assert losses(summary) != losses(cpu_run)  # it did run in 16 bits: the rounding shows
+    assert_follows_fp32(run(on_gpu(f"trainer.precision={mode}"), run_dir=tmp_path), cpu_run, mode, tolerance)
 
 
 def test_fp16_on_the_gpu_resumes_with_its_loss_scale(tmp_path, extra_callback):
