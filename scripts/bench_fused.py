@@ -118,6 +118,9 @@ def main() -> None:
                   f"  command: basic {cb:.1f} s, fused {cf:.1f} s: {cb / cf:.2f}x\n"
                   f"  runs:    basic {rb:.1f} s, fused {rf:.1f} s: {rb / rf:.2f}x\n"
                   f"  same numbers: {same_numbers(a, b)}", flush=True)
+            if not args.rounding and same_numbers(a, b).startswith("False (largest"):
+                print("  (a chaotic run magnifies rounding without bound: --rounding measures how far rounding "
+                      "alone moves these runs)", flush=True)
             if args.rounding:
                 timed(commands(name, extra)[0], Path(tmp) / f"{name}-rounded", rounded=True)
                 print(f"  basic rounded differently, against basic: "
