@@ -114,11 +114,12 @@ def main() -> None:
             statuses = ", ".join(f"{n} {s}" for s, n in sorted(Counter(s for s, _ in a.values()).items()))
             cb, cf = (min(t[0] for t in ts) for ts in (basic, fused))  # the command's seconds
             rb, rf = (min(t[1] for t in ts) for ts in (basic, fused))  # its runs' seconds
+            same = same_numbers(a, b)
             print(f"{name}: {len(a)} runs ({statuses}); fastest of {args.repeats}:\n"
                   f"  command: basic {cb:.1f} s, fused {cf:.1f} s: {cb / cf:.2f}x\n"
                   f"  runs:    basic {rb:.1f} s, fused {rf:.1f} s: {rb / rf:.2f}x\n"
-                  f"  same numbers: {same_numbers(a, b)}", flush=True)
-            if not args.rounding and same_numbers(a, b).startswith("False (largest"):
+                  f"  same numbers: {same}", flush=True)
+            if not args.rounding and same.startswith("False (largest"):
                 print("  (a chaotic run magnifies rounding without bound: --rounding measures how far rounding "
                       "alone moves these runs)", flush=True)
             if args.rounding:

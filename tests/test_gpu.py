@@ -13,11 +13,10 @@ import warnings
 import pytest
 import torch
 
-from dlbench.callbacks import Callback
 from dlbench.train import run
 from tests.conftest import digits_cfg, straight_and_resumed
 from tests.test_fused import assert_same_runs, sweep
-from tests.test_precision import SIXTEEN_BIT, assert_follows_fp32, losses
+from tests.test_precision import SIXTEEN_BIT, CountAtEachStep, assert_follows_fp32, losses
 
 ON = os.environ.get("DLBENCH_GPU_TESTS_ON", "cuda")
 NO_CUDA = "needs a CUDA GPU and torch sees none: run `pytest -m gpu` on a machine with one (scripts/gpu_session.sh)"
@@ -91,16 +90,6 @@ def test_a_fused_sweep_on_the_gpu_has_the_numbers_of_its_runs_alone(tmp_path, ca
     assert_same_runs(tmp_path / "fused", tmp_path / "alone", rel=1e-4)
 
 
-class SyncsAtEachStep(Callback):
-    """The number of synchronising CUDA calls so far, at every step."""
-
-    def __init__(self, caught: list):
-        self.caught, self.at_step = caught, []
-
-    def on_step(self, state, step):
-        self.at_step.append(sum("synchronizing CUDA operation" in str(w.message) for w in self.caught))
-
-
 @cuda_only
 @pytest.mark.parametrize("overrides", [[], ["trainer.precision=bf16"], CNN], ids=["mlp", "bf16", "cnn"])
 def test_the_loop_waits_for_the_gpu_only_every_log_every_steps(tmp_path, extra_callback, overrides):
@@ -110,7 +99,7 @@ def test_the_loop_waits_for_the_gpu_only_every_log_every_steps(tmp_path, extra_c
     design: README, Precision.)"""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        counter = SyncsAtEachStep(caught)
+        counter = CountAtEachStep(lambda: sum("synchronizing CUDA operation" in str(w.message) for w in caught))
         extra_callback(counter)
         torch.cuda.set_sync_debug_mode("warn")
         try:

@@ -73,12 +73,14 @@ def test_compiled_model_trains_and_resumes_like_eager(tmp_path, extra_callback):
     assert not any(k.startswith("_orig_mod") for k in keys)  # a checkpoint loads into an eager model
 
 
-class ReadsAtEachStep(Callback):
-    def __init__(self, reads: list):
-        self.reads, self.at_step = reads, []
+class CountAtEachStep(Callback):
+    """count() after every step: what a test counts (device reads, CUDA syncs) as the epoch goes."""
+
+    def __init__(self, count):
+        self.count, self.at_step = count, []
 
     def on_step(self, state, step):
-        self.at_step.append(len(self.reads))
+        self.at_step.append(self.count())
 
 
 def test_the_loop_reads_the_device_only_every_log_every_steps(tmp_path, monkeypatch, extra_callback):
@@ -93,7 +95,7 @@ def test_the_loop_reads_the_device_only_every_log_every_steps(tmp_path, monkeypa
             reads.append(_name)
             return _original(self, *args)
         monkeypatch.setattr(torch.Tensor, name, counted)
-    counter = ReadsAtEachStep(reads)
+    counter = CountAtEachStep(lambda: len(reads))
     extra_callback(counter)
     run(digits_cfg("batch_size=8", "epochs=1", "trainer.log_every=20", "trainer.checkpoint=false"), run_dir=tmp_path)
     steps = len(counter.at_step)
