@@ -86,13 +86,20 @@ def outcomes(folder: Path) -> dict[str, tuple]:
     return {name: (s["status"], s.get("test/loss")) for name, s in summaries.items()}
 
 
-def same_numbers(a: dict, b: dict) -> str:
+def largest_gap(a: dict, b: dict) -> float | None:
+    """The largest relative test/loss difference of the completed runs; None where the two sweeps
+    do not have the same runs with the same statuses."""
+    if a.keys() != b.keys() or any(a[k][0] != b[k][0] for k in a):
+        return None
+    return max(abs(a[k][1] - b[k][1]) / abs(a[k][1]) for k in a if a[k][0] == "completed" and a[k][1] is not None)
+
+
+def same_numbers(gap: float | None) -> str:
     """Whether the runs are the same with the same status, and completed ones with the same
     test/loss to 1e-3; with the largest relative test/loss difference."""
-    if a.keys() != b.keys() or any(a[k][0] != b[k][0] for k in a):
+    if gap is None:
         return "False (other runs or statuses)"
-    gaps = [abs(a[k][1] - b[k][1]) / abs(a[k][1]) for k in a if a[k][0] == "completed" and a[k][1] is not None]
-    return f"{max(gaps) <= 1e-3} (largest relative test/loss difference {max(gaps):.1e})"
+    return f"{gap <= 1e-3} (largest relative test/loss difference {gap:.1e})"
 
 
 def main() -> None:
@@ -107,25 +114,26 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.only.split(","):
             basic, fused = [], []
+            basic_args, fused_args = commands(name, extra)
             for r in range(args.repeats):  # interleaved, so a busy moment slows both
-                basic.append(timed(commands(name, extra)[0], Path(tmp) / f"{name}-basic-{r}"))
-                fused.append(timed(commands(name, extra)[1], Path(tmp) / f"{name}-fused-{r}"))
+                basic.append(timed(basic_args, Path(tmp) / f"{name}-basic-{r}"))
+                fused.append(timed(fused_args, Path(tmp) / f"{name}-fused-{r}"))
             a, b = outcomes(Path(tmp) / f"{name}-basic-0"), outcomes(Path(tmp) / f"{name}-fused-0")
             statuses = ", ".join(f"{n} {s}" for s, n in sorted(Counter(s for s, _ in a.values()).items()))
             cb, cf = (min(t[0] for t in ts) for ts in (basic, fused))  # the command's seconds
             rb, rf = (min(t[1] for t in ts) for ts in (basic, fused))  # its runs' seconds
-            same = same_numbers(a, b)
+            gap = largest_gap(a, b)
             print(f"{name}: {len(a)} runs ({statuses}); fastest of {args.repeats}:\n"
                   f"  command: basic {cb:.1f} s, fused {cf:.1f} s: {cb / cf:.2f}x\n"
                   f"  runs:    basic {rb:.1f} s, fused {rf:.1f} s: {rb / rf:.2f}x\n"
-                  f"  same numbers: {same}", flush=True)
-            if not args.rounding and same.startswith("False (largest"):
+                  f"  same numbers: {same_numbers(gap)}", flush=True)
+            if not args.rounding and gap is not None and gap > 1e-3:
                 print("  (a chaotic run magnifies rounding without bound: --rounding measures how far rounding "
                       "alone moves these runs)", flush=True)
             if args.rounding:
-                timed(commands(name, extra)[0], Path(tmp) / f"{name}-rounded", rounded=True)
+                timed(basic_args, Path(tmp) / f"{name}-rounded", rounded=True)
                 print(f"  basic rounded differently, against basic: "
-                      f"{same_numbers(a, outcomes(Path(tmp) / f'{name}-rounded'))}", flush=True)
+                      f"{same_numbers(largest_gap(a, outcomes(Path(tmp) / f'{name}-rounded')))}", flush=True)
 
 
 if __name__ == "__main__":
