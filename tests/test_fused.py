@@ -221,10 +221,12 @@ def test_each_member_logs_to_its_own_folder(tmp_path):
         assert summary(run)["train_examples_per_second"] > 0
 
 
+@pytest.mark.parametrize("own_layout", [False, True])
 @pytest.mark.parametrize("shared", [False, True])
-def test_the_batched_matmul_forward_of_stacked_mlps_is_vmaps(shared):
-    """The fast path for plain MLPs (K weight matrices side by side, or baddbmm) gives what
-    functional_call under vmap gives, dropout masks included; a model it cannot read gets no plan."""
+def test_the_batched_matmul_forward_of_stacked_mlps_is_vmaps(shared, own_layout):
+    """The fast path for plain MLPs (K weight matrices side by side, or baddbmm; or StackedLinear,
+    whose backward is its own) gives what functional_call under vmap gives, dropout masks included,
+    forward and gradients; a model it cannot read gets no plan."""
     from torch import nn
     from torch.func import functional_call, vmap
 
@@ -236,14 +238,28 @@ def test_the_batched_matmul_forward_of_stacked_mlps_is_vmaps(shared):
     plan = mlp_plan(models[0])
     assert [kind for kind, _ in plan] == ["flatten", "linear", "elementwise", "dropout", "linear", "elementwise",
                                           "dropout", "linear"]
-    stacked = {n: torch.stack([dict(m.named_parameters())[n] for m in models]) for n, _ in models[0].named_parameters()}
+    names = [n for n, _ in models[0].named_parameters()]
+
+    def stacked():
+        return {n: torch.stack([dict(m.named_parameters())[n].detach() for m in models]).requires_grad_()
+                for n in names}
+
     masks = {"3.mask": torch.rand(3, 6, 8).round() * 2, "6.mask": torch.rand(3, 6, 5).round() * 2}
     x = torch.randn(6, 1, 4, 4) if shared else torch.randn(3, 6, 1, 4, 4)
     base = nn.Sequential(*[MaskedDropout() if isinstance(m, nn.Dropout) else m for m in models[0]])
-    want = vmap(lambda p, x: functional_call(base, p, (x,)))({**stacked, **masks}, x.expand(3, *x.shape) if shared else x)
-    got = mlp_forward(plan, stacked, masks, x, shared)
+    params_want, params_got = stacked(), stacked()
+    want = vmap(lambda p, x: functional_call(base, p, (x,)))({**params_want, **masks},
+                                                              x.expand(3, *x.shape) if shared else x)
+    got = mlp_forward(plan, params_got, masks, x, shared, own_layout=own_layout)
     assert got.shape == (3, 6, 3)
     torch.testing.assert_close(got, want)
+    weights = torch.randn(3, 6, 3)  # a loss that tells the members and their outputs apart
+    (want * weights).sum().backward()
+    (got * weights).sum().backward()
+    for n in names:
+        torch.testing.assert_close(params_got[n].grad, params_want[n].grad)
+        if own_layout:  # backward hands the gradient over in the parameter's layout: nothing to copy
+            assert params_got[n].grad.is_contiguous(), n
     assert mlp_plan(nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))) is None
     assert mlp_plan(nn.Sequential(nn.Conv2d(1, 2, 3))) is None
 
