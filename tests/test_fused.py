@@ -221,17 +221,21 @@ def test_each_member_logs_to_its_own_folder(tmp_path):
         assert summary(run)["train_examples_per_second"] > 0
 
 
-@pytest.mark.parametrize("own_layout", [False, True])
+@pytest.mark.parametrize("own_layout", [False, "per member", "bmm"])
 @pytest.mark.parametrize("shared", [False, True])
-def test_the_batched_matmul_forward_of_stacked_mlps_is_vmaps(shared, own_layout):
+def test_the_batched_matmul_forward_of_stacked_mlps_is_vmaps(shared, own_layout, monkeypatch):
     """The fast path for plain MLPs (K weight matrices side by side, or baddbmm; or StackedLinear,
-    whose backward is its own) gives what functional_call under vmap gives, dropout masks included,
-    forward and gradients; a model it cannot read gets no plan."""
+    whose backward is its own: a matmul per member as on a CPU, or bmm as on a GPU) gives what
+    functional_call under vmap gives, dropout masks included, forward and gradients; a model it
+    cannot read gets no plan."""
     from torch import nn
     from torch.func import functional_call, vmap
 
+    from dlbench.launchers import fused
     from dlbench.launchers.fused import MaskedDropout, mlp_forward, mlp_plan
     from dlbench.models.mlp import mlp
+
+    monkeypatch.setattr(fused, "MATMUL_PER_MEMBER", set() if own_layout == "bmm" else {"cpu"})
 
     torch.manual_seed(0)
     models = [mlp((1, 4, 4), 3, hidden=[8, 5], activation="leaky_relu", dropout=0.5) for _ in range(3)]
@@ -250,7 +254,7 @@ def test_the_batched_matmul_forward_of_stacked_mlps_is_vmaps(shared, own_layout)
     params_want, params_got = stacked(), stacked()
     want = vmap(lambda p, x: functional_call(base, p, (x,)))({**params_want, **masks},
                                                               x.expand(3, *x.shape) if shared else x)
-    got = mlp_forward(plan, params_got, masks, x, shared, own_layout=own_layout)
+    got = mlp_forward(plan, params_got, masks, x, shared, own_layout=bool(own_layout))
     assert got.shape == (3, 6, 3)
     torch.testing.assert_close(got, want)
     weights = torch.randn(3, 6, 3)  # a loss that tells the members and their outputs apart

@@ -98,18 +98,24 @@ def mlp_plan(model: nn.Module) -> list[tuple[str, object]] | None:
     return plan
 
 
+MATMUL_PER_MEMBER = {"cpu"}  # devices where StackedLinear runs one matmul per member rather than bmm
+
+
 class StackedLinear(torch.autograd.Function):
     """K linear layers at once, (K, B, in) inputs and (K, out, in) weights, for layers large enough
-    that a step is arithmetic: one matmul per member, each on all the cores (bmm splits its batch
-    among the threads, and 3 members on 2 threads ran 1.3x slower per member), and the weight
-    gradient computed in the weights' own layout (bmm's backward gives it transposed, and handing a
-    transposed gradient to a parameter copies it: 14% of the MLP 784-512-512-10's fused step).
-    First-order only: the fused step is the one place it is used."""
+    that a step is arithmetic, with the weight gradient computed in the weights' own layout (bmm's
+    backward gives it transposed, and handing a transposed gradient to a parameter copies it: 14% of
+    the MLP 784-512-512-10's fused step). On a CPU, one matmul per member, each on all the cores:
+    bmm splits its batch among the threads, and 3 members on 2 threads ran 1.3x slower per member.
+    Elsewhere (a GPU), bmm: one kernel for all K. First-order only: the fused step is the one place
+    it is used."""
 
     @staticmethod
     def forward(ctx, h, w, b):
         ctx.save_for_backward(h, w)
         ctx.has_bias = b is not None
+        if h.device.type not in MATMUL_PER_MEMBER:
+            return torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2)) if b is not None else torch.bmm(h, w.transpose(1, 2))
         out = h.new_empty(w.shape[0], h.shape[1], w.shape[1])
         for k in range(len(w)):
             if b is not None:
@@ -121,14 +127,17 @@ class StackedLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         h, w = ctx.saved_tensors
-        grad_h = torch.empty_like(h, memory_format=torch.contiguous_format) if ctx.needs_input_grad[0] else None
-        grad_w = torch.empty_like(w, memory_format=torch.contiguous_format) if ctx.needs_input_grad[1] else None
+        grad_b = g.sum(1) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        want_h, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if g.device.type not in MATMUL_PER_MEMBER:  # g^T h: (K, out, in), as the weight is laid out
+            return (torch.bmm(g, w) if want_h else None), (torch.bmm(g.transpose(1, 2), h) if want_w else None), grad_b
+        grad_h = torch.empty_like(h, memory_format=torch.contiguous_format) if want_h else None
+        grad_w = torch.empty_like(w, memory_format=torch.contiguous_format) if want_w else None
         for k in range(len(w)):
             if grad_h is not None:
                 torch.mm(g[k], w[k], out=grad_h[k])
             if grad_w is not None:
-                torch.mm(g[k].t(), h[k], out=grad_w[k])  # (out, in), as the weight is laid out
-        grad_b = g.sum(1) if ctx.has_bias and ctx.needs_input_grad[2] else None
+                torch.mm(g[k].t(), h[k], out=grad_w[k])
         return grad_h, grad_w, grad_b
 
 
