@@ -124,5 +124,6 @@ def main() -> None:
     peak = matmul_rate()
     print(f"one 2048x2048 matmul: {peak:.0f} GFLOP/s")
 
+
 if __name__ == "__main__":
     main()

@@ -144,10 +144,11 @@ class StackedLinear(torch.autograd.Function):
 def mlp_forward(plan, params: dict, masks: dict, x: torch.Tensor, shared: bool, own_layout: bool = False
                 ) -> torch.Tensor:
     """K stacked MLPs on x: (K, B, ...) inputs, or (B, ...) shared by every member (the same batch
-    order): then the first layer is one matmul of the batch with all K weight matrices side by side.
-    Returns (K, B, outputs). `own_layout`: the weight gradients come out in the weights' layout
-    (StackedLinear), worth its Python-level backward where a weight is large enough that copying
-    it costs more (the flat layout's small models add theirs into a buffer: no copy to save)."""
+    order). Returns (K, B, outputs). Small layers (the flat layout: their gradients are added into
+    one buffer, so nothing is copied) run as baddbmm, and a shared batch's first layer as one matmul
+    with all K weight matrices side by side. Large ones, `own_layout`, run as StackedLinear: its
+    Python-level backward costs less than the copies it saves, and on a CPU its matmuls are the
+    ones each run makes alone."""
     h, k = x, next(iter(params.values())).shape[0]
     for kind, what in plan:
         if kind == "flatten":
