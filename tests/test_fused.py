@@ -289,3 +289,34 @@ def test_the_fused_launcher_composes_each_run_once_where_the_basic_one_composes_
         counts[fused] = sum(1 for o in composed if "lr=0.05" in o)
     assert counts == {False: 3, True: 2}  # dlbench's check before the sweep, the sweeper's, (the launcher's)
     assert [summary(r)["lr"] for r in runs_in(tmp_path / "True")] == [0.02, 0.05, 0.1]
+
+
+@pytest.mark.slow
+def test_a_members_epoch_seconds_leave_out_the_other_members_evaluations(tmp_path, monkeypatch):
+    """After the group's shared training, the members are evaluated and recorded one after another:
+    that of the members before it is not a member's time, else its epoch_seconds (and so its
+    seconds_to_target) would grow with its place in the group. A clock that jumps 10 s whenever a
+    member evaluates tells each member's own evaluation from the others'."""
+    import time
+    import types
+
+    from dlbench import train as train_module
+    from dlbench.launchers import fused
+    from dlbench.tasks.base import Task
+
+    jumps = [0.0]
+    clock = types.SimpleNamespace(perf_counter=lambda: time.perf_counter() + jumps[0])
+    original = Task.after_training
+
+    def slow_after_training(self, state, train, seconds):
+        jumps[0] += 10.0
+        return original(self, state, train, seconds)
+
+    monkeypatch.setattr(fused, "time", clock)
+    monkeypatch.setattr(train_module, "time", clock)
+    monkeypatch.setattr(Task, "after_training", slow_after_training)
+    assert sweep(tmp_path, "lr=0.1,0.05,0.02", "epochs=2") == 0
+    seconds = {run.name: [m["epoch_seconds"] for m in metrics(run)] for run in runs_in(tmp_path)}
+    assert len(seconds) == 3
+    for name, epochs in seconds.items():
+        assert len(epochs) == 2 and all(10.0 <= s < 15.0 for s in epochs), (name, epochs)

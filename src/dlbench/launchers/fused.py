@@ -533,19 +533,22 @@ def train_epoch(group: Group, logs: MemberLogs) -> tuple[Group, set]:
                 break
             steps.regroup(group.members)
             rows = torch.tensor([members.index(m) for m in group.members], device=loss.device)
-    seconds = time.perf_counter() - start
+    trained = time.perf_counter()
+    seconds = trained - start
     if group is None:
         return None, diverged
     means = steps.means()
     for k, m in enumerate(group.members):
         logs.current = m.logs
+        others = time.perf_counter() - trained  # the members before this one evaluated and recorded:
+        began, lr = clocks[m]  # not this member's time (its epoch_seconds, and so its seconds_to_target)
         group.optimizer.export(k)
         train = {key: value[k] if isinstance(value, list) else value for key, value in means.items()}
         if group.clip[k] is None:
             train.pop("grad/norm", None)
         with member_rng(m):  # the checkpoint saves the random state this member draws from
             result, train_seconds, examples = m.state.task.after_training(m.state, train, seconds)
-            end_epoch(m.state, m.callbacks, *clocks[m], result, train_seconds, examples)
+            end_epoch(m.state, m.callbacks, began + others, lr, result, train_seconds, examples)
     return group, diverged
 
 
