@@ -292,11 +292,12 @@ def test_the_fused_launcher_composes_each_run_once_where_the_basic_one_composes_
 
 
 @pytest.mark.slow
-def test_a_members_epoch_seconds_leave_out_the_other_members_evaluations(tmp_path, monkeypatch):
-    """After the group's shared training, the members are evaluated and recorded one after another:
-    that of the members before it is not a member's time, else its epoch_seconds (and so its
-    seconds_to_target) would grow with its place in the group. A clock that jumps 10 s whenever a
-    member evaluates tells each member's own evaluation from the others'."""
+def test_a_runs_clock_leaves_out_the_work_done_for_other_runs_of_the_sweep(tmp_path, monkeypatch):
+    """The fused launcher works for one run after another: it evaluates and records each member of
+    a group in turn, trains a group while the other runs wait, then the runs that train alone. A
+    run's epoch_seconds (and so its seconds_to_target) and wall_seconds count its own work and its
+    group's, not the others' (else they would grow with a run's place in the sweep). A clock that
+    jumps 10 s whenever a run evaluates an epoch tells a run's own evaluations from the others'."""
     import time
     import types
 
@@ -315,8 +316,11 @@ def test_a_members_epoch_seconds_leave_out_the_other_members_evaluations(tmp_pat
     monkeypatch.setattr(fused, "time", clock)
     monkeypatch.setattr(train_module, "time", clock)
     monkeypatch.setattr(Task, "after_training", slow_after_training)
-    assert sweep(tmp_path, "lr=0.1,0.05,0.02", "epochs=2") == 0
-    seconds = {run.name: [m["epoch_seconds"] for m in metrics(run)] for run in runs_in(tmp_path)}
-    assert len(seconds) == 3
-    for name, epochs in seconds.items():
-        assert len(epochs) == 2 and all(10.0 <= s < 15.0 for s in epochs), (name, epochs)
+    # lr 0.1 and 0.05 as one group of two; with an L2 penalty, each alone after the group
+    assert sweep(tmp_path, "lr=0.1,0.05", "regularizer=none,l2", "epochs=2") == 0
+    runs = runs_in(tmp_path)
+    assert len(runs) == 4
+    for run in runs:
+        epochs = [m["epoch_seconds"] for m in metrics(run)]
+        assert len(epochs) == 2 and all(10.0 <= s < 15.0 for s in epochs), (run.name, epochs)
+        assert 20.0 <= summary(run)["wall_seconds"] < 30.0, (run.name, summary(run)["wall_seconds"])

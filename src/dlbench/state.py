@@ -43,6 +43,7 @@ class RunState:
     wall_before: float = 0.0    # wall seconds spent by earlier processes of a resumed run
     started: float = field(default_factory=time.perf_counter)
     ended: float | None = None  # set when the run stops, so every summary of it agrees
+    elsewhere: float = 0.0      # seconds between started and ended spent on other runs (the fused launcher's)
     status: Status = Status.RUNNING
     error: str | None = None
     diverged: dict | None = None  # why, when the run diverged
@@ -66,7 +67,7 @@ class RunState:
 
     @property
     def wall_seconds(self) -> float:
-        return self.wall_before + (self.ended or time.perf_counter()) - self.started
+        return self.wall_before + (self.ended or time.perf_counter()) - self.started - self.elsewhere
 
     def end_epoch(self, metrics: dict, train_seconds: float, train_examples: int) -> None:
         self.epoch = metrics["epoch"]

@@ -407,23 +407,54 @@ class MemberLogs(logging.Handler):
             self.current.handle(record)
 
 
-def train_group(members: list[Member], logs: MemberLogs) -> None:
+class Ledger:
+    """Whose work the launcher is doing. The runs of a sweep are prepared one after another, trained
+    in groups (their shared steps) or alone, and evaluated, recorded and drawn one after another;
+    each run's clock (wall_seconds, epoch_seconds and so seconds_to_target) counts what is done for
+    it, its own work and its group's, and leaves out what is done only for other runs while it
+    waits, as it would be timed alone."""
+
+    def __init__(self) -> None:
+        self.scope: list[list[Member]] = [[]]  # the outermost: every member prepared so far
+
+    def add(self, member: Member) -> None:
+        self.scope[0].append(member)
+
+    @contextmanager
+    def only(self, members: list[Member]):
+        """Work done for these members alone: the others of the enclosing work, while their runs
+        last, are credited its time."""
+        outer, began = self.scope[-1], time.perf_counter()
+        self.scope.append(members)
+        try:
+            yield
+        finally:
+            self.scope.pop()
+            spent = time.perf_counter() - began
+            for m in outer:
+                if m not in members and m.state.ended is None:
+                    m.state.elsewhere += spent
+
+
+def train_group(members: list[Member], logs: MemberLogs, ledger: Ledger) -> None:
     """Train the members in lockstep until each has finished (its epochs, early stopping, divergence)."""
     for m in members:
         logs.current = m.logs
-        begin_fit(m.state, m.callbacks)
+        with ledger.only([m]):
+            begin_fit(m.state, m.callbacks)
     active = [m for m in members if not finished(m.state)]
     kept: dict = {}
     try:
         while active:
-            group, diverged = train_epoch(Group(active, kept), logs)
+            group, diverged = train_epoch(Group(active, kept), logs, ledger)
             for k, m in enumerate(group.members if group is not None else []):
                 if finished(m.state):
                     group.release(k)
             for m in active:
                 if m in diverged or finished(m.state):
                     logs.current = m.logs
-                    finish_fit(m.state, m.callbacks)
+                    with ledger.only([m]):
+                        finish_fit(m.state, m.callbacks)
             active = [m for m in active if m.state.status == Status.RUNNING]
     except BaseException as err:
         status = Status.INTERRUPTED if isinstance(err, KeyboardInterrupt) else Status.FAILED
@@ -497,7 +528,7 @@ def stacked_splits(splits: list, kept: dict) -> tuple[torch.Tensor, torch.Tensor
     return kept[key]
 
 
-def train_epoch(group: Group, logs: MemberLogs) -> tuple[Group, set]:
+def train_epoch(group: Group, logs: MemberLogs, ledger: Ledger) -> tuple[Group, set]:
     """One epoch of every member. A member that diverges leaves at once, as it stops alone, and the
     others go on as a new group without it (no step is spent on it). Returns the group at the
     epoch's end and the members that diverged."""
@@ -505,7 +536,8 @@ def train_epoch(group: Group, logs: MemberLogs) -> tuple[Group, set]:
     clocks = {}
     for m in members:
         logs.current = m.logs
-        clocks[m] = begin_epoch(m.state, m.callbacks)
+        with ledger.only([m]):
+            clocks[m] = (*begin_epoch(m.state, m.callbacks), m.state.elsewhere)
     start = time.perf_counter()
     classify = not members[0].state.task.regression
     steps = Steps(group.members)
@@ -533,22 +565,21 @@ def train_epoch(group: Group, logs: MemberLogs) -> tuple[Group, set]:
                 break
             steps.regroup(group.members)
             rows = torch.tensor([members.index(m) for m in group.members], device=loss.device)
-    trained = time.perf_counter()
-    seconds = trained - start
+    seconds = time.perf_counter() - start
     if group is None:
         return None, diverged
     means = steps.means()
     for k, m in enumerate(group.members):
         logs.current = m.logs
-        others = time.perf_counter() - trained  # the members before this one evaluated and recorded:
-        began, lr = clocks[m]  # not this member's time (its epoch_seconds, and so its seconds_to_target)
+        began, lr, elsewhere = clocks[m]
         group.optimizer.export(k)
         train = {key: value[k] if isinstance(value, list) else value for key, value in means.items()}
         if group.clip[k] is None:
             train.pop("grad/norm", None)
-        with member_rng(m):  # the checkpoint saves the random state this member draws from
+        with ledger.only([m]), member_rng(m):  # the checkpoint saves the random state this member draws from
             result, train_seconds, examples = m.state.task.after_training(m.state, train, seconds)
-            end_epoch(m.state, m.callbacks, began + others, lr, result, train_seconds, examples)
+            end_epoch(m.state, m.callbacks, began + m.state.elsewhere - elsewhere, lr, result, train_seconds,
+                      examples)  # the epoch's clock without the other members' beginnings and endings
     return group, diverged
 
 
@@ -646,14 +677,18 @@ class FusedLauncher:
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         self.data_cache: dict = {}
+        self.ledger = Ledger()
         jobs = []
         for i, overrides in enumerate(job_overrides):
             sweep_config = self.composed.take(self.config, list(overrides))
             with open_dict(sweep_config):
                 sweep_config.hydra.job.id = sweep_config.hydra.job.num = initial_job_idx + i
             self.directions = str(sweep_config.hydra.sweeper.get("direction", "maximize"))
-            jobs.append(run_job(hydra_context=self.hydra_context, task_function=self.prepare, config=sweep_config,
-                                job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir"))
+            with self.ledger.only([]):  # the runs prepared so far wait
+                jobs.append(run_job(hydra_context=self.hydra_context, task_function=self.prepare, config=sweep_config,
+                                    job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir"))
+            if isinstance(jobs[-1].return_value, Member):
+                self.ledger.add(jobs[-1].return_value)
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         members = [m for m in (job.return_value for job in jobs) if isinstance(m, Member)]
         for member, job in zip(members, [j for j in jobs if isinstance(j.return_value, Member)]):
@@ -733,7 +768,8 @@ class FusedLauncher:
 
     def run_group(self, group: list[Member], logs: MemberLogs) -> None:
         try:
-            train_group(group, logs)
+            with self.ledger.only(group):
+                train_group(group, logs, self.ledger)
         except KeyboardInterrupt:
             raise
         except Exception:
@@ -748,7 +784,8 @@ class FusedLauncher:
 
         logs.current = m.logs
         try:
-            fit(m.state, m.callbacks)
+            with self.ledger.only([m]):
+                fit(m.state, m.callbacks)
         except KeyboardInterrupt:
             raise
         except Exception:
