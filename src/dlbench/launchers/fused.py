@@ -430,9 +430,9 @@ class Ledger:
             yield
         finally:
             self.scope.pop()
-            spent = time.perf_counter() - began
+            spent, inside = time.perf_counter() - began, set(map(id, members))
             for m in outer:
-                if m not in members and m.state.ended is None:
+                if id(m) not in inside and m.state.ended is None:
                     m.state.elsewhere += spent
 
 
