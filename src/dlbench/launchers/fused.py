@@ -565,10 +565,15 @@ def train_epoch(group: Group, logs: MemberLogs, ledger: Ledger) -> tuple[Group, 
                 break
             steps.regroup(group.members)
             rows = torch.tensor([members.index(m) for m in group.members], device=loss.device)
-    seconds = time.perf_counter() - start
-    if group is None:
-        return None, diverged
-    means = steps.means()
+    if group is not None:
+        end_group_epoch(group, steps.means(), time.perf_counter() - start, clocks, logs, ledger)
+    return group, diverged
+
+
+def end_group_epoch(group: Group, means: dict, seconds: float, clocks: dict, logs: MemberLogs, ledger: Ledger) -> None:
+    """Each member's epoch ends as it ends alone: its own state in its torch optimizer, its
+    evaluation, records and checkpoint, on its clock (less the other members' beginnings and
+    endings)."""
     for k, m in enumerate(group.members):
         logs.current = m.logs
         began, lr, elsewhere = clocks[m]
@@ -578,9 +583,7 @@ def train_epoch(group: Group, logs: MemberLogs, ledger: Ledger) -> tuple[Group, 
             train.pop("grad/norm", None)
         with ledger.only([m]), member_rng(m):  # the checkpoint saves the random state this member draws from
             result, train_seconds, examples = m.state.task.after_training(m.state, train, seconds)
-            end_epoch(m.state, m.callbacks, began + m.state.elsewhere - elsewhere, lr, result, train_seconds,
-                      examples)  # the epoch's clock without the other members' beginnings and endings
-    return group, diverged
+            end_epoch(m.state, m.callbacks, began + m.state.elsewhere - elsewhere, lr, result, train_seconds, examples)
 
 
 class Steps:
