@@ -102,11 +102,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=8)
     args = parser.parse_args()
-    cases = {"function fits, K=8, Adam": ([1, 23, 23, 1], 8, case([1, 23, 23, 1], 8, "adam", "mse", False), 100),
-             "MLP 784-512-512-10, K=4, SGD": ([784, 512, 512, 10], 4,
-                                              case([784, 512, 512, 10], 4, "sgd", "ce", True), 20)}
+    cases = {"function fits, K=8, Adam": (([1, 23, 23, 1], 8, "adam", "mse", False), 100),
+             "MLP 784-512-512-10, K=4, SGD": (([784, 512, 512, 10], 4, "sgd", "ce", True), 20)}
     print(f"{torch.get_num_threads()} threads; median (fastest) of {args.rounds} rounds, ms per step of all K runs")
-    for name, (dims, k, (alone, fused), steps) in cases.items():
+    for name, ((dims, k, *setup), steps) in cases.items():
+        alone, fused = case(dims, k, *setup)
         times = {"alone": [], "fused": []}
         for _ in range(args.rounds):
             for kind, fn in (("alone", alone), ("fused", fused)):

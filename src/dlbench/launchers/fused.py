@@ -98,6 +98,11 @@ def mlp_plan(model: nn.Module) -> list[tuple[str, object]] | None:
     return plan
 
 
+def batched_linear(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    """(K, B, in) inputs through (K, out, in) weights and (K, out) biases: one bmm for all K."""
+    return torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2)) if b is not None else torch.bmm(h, w.transpose(1, 2))
+
+
 MATMUL_PER_MEMBER = {"cpu"}  # devices where StackedLinear runs one matmul per member rather than bmm
 
 
@@ -115,7 +120,7 @@ class StackedLinear(torch.autograd.Function):
         ctx.save_for_backward(h, w)
         ctx.has_bias = b is not None
         if h.device.type not in MATMUL_PER_MEMBER:
-            return torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2)) if b is not None else torch.bmm(h, w.transpose(1, 2))
+            return batched_linear(h, w, b)
         out = h.new_empty(w.shape[0], h.shape[1], w.shape[1])
         for k in range(len(w)):
             if b is not None:
@@ -169,7 +174,7 @@ def mlp_forward(plan, params: dict, masks: dict, x: torch.Tensor, shared: bool, 
                 h = h.view(h.shape[0], k, -1).transpose(0, 1)
                 shared = False
             else:
-                h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2)) if b is not None else torch.bmm(h, w.transpose(1, 2))
+                h = batched_linear(h, w, b)
     return h.expand(k, *h.shape) if shared else h
 
 
