@@ -204,7 +204,7 @@ def test_report_of_a_study_folder_rewrites_the_same_report(in_tmp, capsys):
     assert "model.depth" in first and "## function of every run" in first
 
 
-@pytest.mark.parametrize("overrides", [*([f"experiment=classic_cnns", f"variant=classic_cnns/{v}"]
+@pytest.mark.parametrize("overrides", [*(["experiment=classic_cnns", f"variant=classic_cnns/{v}"]
                                          for v in ("lenet", "alexnet", "vgg", "googlenet", "resnet18")),
                                        ["model=googlenet", "dataset.resize=96"]], ids=" ".join)
 def test_each_classic_cnn_starts_with_logits_that_depend_on_the_image(overrides):
