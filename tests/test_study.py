@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dlbench import cli, schema, study
-from dlbench.config import compose, sweep_points
+from dlbench.config import build, compose, sweep_points
 from dlbench.errors import ConfigError
 from dlbench.train import run
 from tests.conftest import digits_cfg
@@ -211,12 +211,10 @@ def test_each_classic_cnn_starts_with_logits_that_depend_on_the_image(overrides)
     """classic_cnns and model=googlenet initialise as the textbook does (Glorot uniform). Under torch's
     default GoogLeNet gives every image the same logits (std 4e-8 across a batch; 1.5e-4 with Glorot)
     and never learns."""
-    from hydra.utils import instantiate
-
     cfg = compose(overrides)
     size = cfg.dataset.get("resize") or 28
     torch.manual_seed(0)
-    model = instantiate(cfg.model, in_shape=(1, size, size), num_classes=10).train()
+    model = build(cfg.model, in_shape=(1, size, size), num_classes=10).train()
     with torch.no_grad():
         logits = model(torch.rand(8, 1, size, size))
     assert logits.std(dim=0).mean() > 5e-5, f"{overrides}: the image is lost on its way to the logits"
