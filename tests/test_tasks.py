@@ -97,6 +97,22 @@ def test_a_resumed_run_keeps_each_probe_record_once_and_the_guards_memory(in_tmp
     assert resumed["test/acc"] == straight["test/acc"]
 
 
+def test_an_interrupted_run_writes_its_files_without_running_its_model_again(in_tmp, extra_callback):
+    """Stopped mid-epoch (SIGTERM, Ctrl-C), the weights are a part-finished epoch's and a scheduler's
+    grace is short: no per-class test pass, no confusion matrix. The resumed run does them."""
+    cfg = digits_cfg("epochs=2")
+    extra_callback(StopMidEpoch(30, KeyboardInterrupt()))  # digits: 23 steps an epoch, so inside epoch 2
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, run_dir=in_tmp / "r")
+    summary = json.loads((in_tmp / "r" / "summary.json").read_text())
+    assert (summary["status"], summary["epochs_completed"]) == ("interrupted", 1)
+    assert "test/per_class_acc" not in summary and not (in_tmp / "r" / "plots" / "confusion.png").exists()
+    extra_callback(None)
+    resumed = run(cfg, run_dir=in_tmp / "r")
+    assert resumed["status"] == "completed" and len(resumed["test/per_class_acc"]) == 10
+    assert (in_tmp / "r" / "plots" / "confusion.png").exists()
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["model=lenet", "dataset.resize=28", "regularizer=dropout"],
      "regularizer=dropout: model=lenet as configured has no dropout site"),

@@ -13,6 +13,8 @@ class Status(str, Enum):
         return self.value
 
 
-FINISHED = (Status.COMPLETED, Status.DIVERGED)  # a folder holding one of these is not run again
-# whose model can still be run at the end (to draw or sample from); a failed run's may not
-USABLE_MODEL = (Status.COMPLETED, Status.INTERRUPTED, Status.DIVERGED)
+# A folder holding one of these is not run again, and only these runs' end-of-run work runs the model
+# (the per-class test pass, the figures of the fitted model, generated text): an interrupted run's
+# weights are a part-finished epoch's, its resumed run does that work, and the grace a scheduler gives
+# after SIGTERM (SLURM's KillWait: 30 s) goes to writing its files; a failed run's model may not run.
+FINISHED = (Status.COMPLETED, Status.DIVERGED)

@@ -6,6 +6,7 @@ import torch
 from dlbench.callbacks import Callback
 from dlbench.figures import pyplot
 from dlbench.loop import predict
+from dlbench.status import FINISHED
 
 
 def confusion_matrix(pred: torch.Tensor, true: torch.Tensor, k: int) -> torch.Tensor:
@@ -22,7 +23,7 @@ class ClassReport(Callback):
                                   bar_chart(state.data.classes, counts.tolist(), "training examples per class"), 0)
 
     def on_run_end(self, state) -> None:
-        if not state.history:
+        if state.status not in FINISHED or not state.history:  # see FINISHED: an interrupted run's resume does it
             return
         data = state.data
         pred, true = predict(state.model, data.eval_batches(data.test, state.cfg.trainer.eval_batch_size))

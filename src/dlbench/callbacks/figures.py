@@ -6,17 +6,17 @@ import torch
 
 from dlbench.callbacks import Callback
 from dlbench.figures import pyplot
-from dlbench.status import USABLE_MODEL
+from dlbench.status import FINISHED
 
 
 class ModelFigure(Callback):
-    """A figure of the trained model, drawn when the run stops (unless it failed), into
+    """A figure of the trained model, drawn when the run has finished (see FINISHED), into
     plots/<name>.png and TensorBoard."""
     name = ""
 
     @torch.no_grad()
     def on_run_end(self, state) -> None:
-        if state.status in USABLE_MODEL and state.history:
+        if state.status in FINISHED and state.history:
             state.model.eval()
             state.recorder.figure(self.name, self.draw(state), state.epoch)
 

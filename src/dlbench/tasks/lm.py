@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from dlbench.callbacks import Callback
-from dlbench.status import USABLE_MODEL
+from dlbench.status import FINISHED
 from dlbench.tasks.base import Task
 
 log = logging.getLogger("dlbench")
@@ -41,7 +41,7 @@ class GeneratedText(Callback):
     tab and summary.json."""
 
     def on_run_end(self, state) -> None:
-        if state.status not in USABLE_MODEL:
+        if state.status not in FINISHED:
             return
         data = state.data
         text = data.generate(state.model, state.device)
