@@ -4,13 +4,17 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.dlbench-installed
 
-.PHONY: train test setup data bench clean
+.PHONY: train test test-fast setup data bench clean
 
 train: data
 	$(BIN)/dlbench train
 
 test: data
 	$(BIN)/python -m pytest
+
+# the unmarked tests only: no end-to-end runs through the CLI (slow), no CUDA (gpu)
+test-fast: data
+	$(BIN)/python -m pytest -m "not slow and not gpu"
 
 setup: $(STAMP)
 

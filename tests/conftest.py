@@ -9,11 +9,12 @@ from dlbench import train as train_module  # `dlbench` below is the command-line
 from dlbench.callbacks import Callback
 from dlbench.config import compose
 
-# The tests read this project's copy of the Time Machine text (beside the repository, as .ci/run
-# finds it), never a download; a test of the lookup itself clears the variable.
-SHARED_TEXT = Path(__file__).resolve().parents[2] / "shared" / "data" / "timemachine.txt"
-if not os.environ.get("DLBENCH_TIMEMACHINE") and SHARED_TEXT.is_file():
-    os.environ["DLBENCH_TIMEMACHINE"] = str(SHARED_TEXT)  # inherited by the `dlbench` processes tests start
+# The tests train language models on an excerpt of the Time Machine kept beside them (the first
+# chapters of the public-domain text, about 48,000 characters), never on a file outside the
+# repository nor a download. It is set for every test, and inherited by the `dlbench` processes
+# they start; a test of the lookup itself (tests/test_text_data.py) clears the variable.
+TEXT_EXCERPT = Path(__file__).resolve().parent / "data" / "timemachine.txt"
+os.environ["DLBENCH_TIMEMACHINE"] = str(TEXT_EXCERPT)
 
 
 @pytest.fixture

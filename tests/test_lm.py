@@ -1,4 +1,4 @@
-"""The Time Machine as characters, and language-model training on it (the shared corpus: no download)."""
+"""The Time Machine as characters, and language-model training on it (an excerpt kept under tests/data: no download)."""
 import json
 import math
 

@@ -1,5 +1,5 @@
 """Where the Time Machine text is found: dataset.path alone, else the root, the mirror, then d2l's
-download (a stand-in here: the tests never touch the network)."""
+download (a stand-in, or a real HTTP server on this machine: the tests never leave it)."""
 import hashlib
 import re
 from pathlib import Path
@@ -88,3 +88,39 @@ def test_when_all_fail_the_error_names_every_place_tried_and_how_to_get_the_text
     assert "DLBENCH_TIMEMACHINE" in message and "DLBENCH_DATA" in message
     with pytest.raises(DataNotFoundError, match=re.escape("download: skipped (dataset.download=false)")):
         find_corpus(None, str(root), str(mirror), download=False)
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    """A real HTTP server on a free local port serving tmp_path/served/; yields its base URL."""
+    import functools
+    import http.server
+    import threading
+
+    served = tmp_path / "served"
+    served.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", served
+    server.shutdown()
+    thread.join()
+
+
+def test_the_real_download_path_fetches_over_http_and_a_missing_file_is_named(tmp_path, monkeypatch, http_server):
+    base, served = http_server
+    put(served / FILE)
+    monkeypatch.setattr(text, "URL", f"{base}/{FILE}")
+    monkeypatch.setattr(text, "SHA1", hashlib.sha1(BOOK.encode()).hexdigest())
+    monkeypatch.delenv("DLBENCH_TIMEMACHINE", raising=False)
+    data = build(compose(["dataset=timemachine", f"dataset.root={tmp_path / 'root'}", "dataset.mirror=null"]).dataset)
+    home = tmp_path / "root" / "timemachine" / FILE
+    assert home.read_text() == BOOK and text.decode(data.train.tokens[:17]) == "the time machine "
+
+    monkeypatch.setattr(text, "URL", f"{base}/moved.txt")  # a 404 from a real server
+    with pytest.raises(DataNotFoundError) as err:
+        find_corpus(None, str(tmp_path / "elsewhere"), None)
+    assert f"download of {base}/moved.txt into" in str(err.value) and "404" in str(err.value)
+    assert not (tmp_path / "elsewhere" / "timemachine" / FILE).exists()
