@@ -87,7 +87,7 @@ def test_a_short_run_learns_the_text(in_tmp):
     assert "generated from 'time traveller'" in (in_tmp / "run" / "train.log").read_text()
     events = EventAccumulator(str(in_tmp / "run"))
     events.Reload()
-    assert "generated/text_summary" in events.Tags()["tensors"] and "val/ppl" in events.Tags()["scalars"]
+    assert "generated/text_summary" in events.Tags()["tensors"] and "epoch/val/ppl" in events.Tags()["scalars"]
 
 
 def test_generation_starts_from_the_prefix_and_is_greedy(corpus):

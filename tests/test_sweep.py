@@ -129,7 +129,7 @@ def hparams_session_groups(logdir):
         api_pb2.STATUS_UNKNOWN, api_pb2.STATUS_SUCCESS, api_pb2.STATUS_FAILURE, api_pb2.STATUS_RUNNING])
     for name in ("lr", "seed"):
         request.col_params.add(hparam=name)
-    request.col_params.add(metric=api_pb2.MetricName(tag="test/acc"))
+    request.col_params.add(metric=api_pb2.MetricName(tag="epoch/test/acc"))
     handler = list_session_groups.Handler(context.RequestContext(), backend_context.Context(tb), "", request)
     return handler.run().session_groups
 
@@ -143,7 +143,7 @@ def test_tensorboard_hparams_lists_every_run_with_its_values_and_final_metrics(b
     for name, s in runs.items():
         hparams, metrics = groups[name].hparams, {m.name.tag: m.value for m in groups[name].metric_values}
         assert (hparams["lr"].number_value, hparams["seed"].number_value) == (s["lr"], s["seed"])
-        assert metrics["test/acc"] == pytest.approx(s["test/acc"]) and "val/loss" in metrics
+        assert metrics["epoch/test/acc"] == pytest.approx(s["test/acc"]) and "epoch/val/loss" in metrics
 
 
 def wait_for(condition, proc, timeout=240):

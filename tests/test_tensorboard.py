@@ -84,11 +84,11 @@ def probed(tmp_path_factory):
 def test_epoch_scalars_are_logged_per_epoch(events):
     acc, summary, _ = events
     tags = set(acc.Tags()["scalars"])
-    assert {"train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc", "lr"} <= tags
-    test_acc = acc.Scalars("test/acc")
+    assert {f"epoch/{m}" for m in ("train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc", "lr")} <= tags
+    test_acc = acc.Scalars("epoch/test/acc")
     assert [e.step for e in test_acc] == [1, 2, 3]
     assert test_acc[-1].value == pytest.approx(summary["test/acc"])
-    assert [e.value for e in acc.Scalars("lr")] == pytest.approx([0.05] * 3)
+    assert [e.value for e in acc.Scalars("epoch/lr")] == pytest.approx([0.05] * 3)
     assert "grad/step_norm" not in tags  # no clipping, no per-step norm
 
 
@@ -104,11 +104,14 @@ def test_hparams_record_the_config_and_the_outcome(events):
     acc, _, _ = events
     start = hparams_content(acc, "_hparams_/session_start_info").session_start_info
     assert start.hparams["lr"].number_value == pytest.approx(0.05)
-    assert start.hparams["model"].string_value == "create_model"  # the _target_'s name
-    assert start.hparams["model.name"].string_value == "mlp"
-    assert start.hparams["optimizer"].string_value == "SGD"
+    assert start.hparams["model"].string_value == "mlp"  # the choice, not the builder's name
+    assert start.hparams["dataset"].string_value == "digits"
+    assert start.hparams["optimizer"].string_value == "sgd"
+    assert set(start.hparams) == {"model", "dataset", "optimizer", "lr", "batch_size", "epochs", "seed"}
     experiment = hparams_content(acc, "_hparams_/experiment").experiment
-    assert "test/acc" in {m.name.tag for m in experiment.metric_infos}
+    assert not any(h.differs for h in experiment.hparam_infos)  # one run: nothing swept
+    metrics = {m.name.tag: m.display_name for m in experiment.metric_infos}
+    assert metrics["epoch/test/acc"] == "test/acc" and set(metrics) <= set(acc.Tags()["scalars"])
     end = hparams_content(acc, "_hparams_/session_end_info").session_end_info
     assert end.status == 1  # STATUS_SUCCESS
 
@@ -123,7 +126,7 @@ def check_layout(acc, folder):
     for chart in category.chart:
         found = [[tag for tag in written if re.search(regex, tag)] for regex in chart.multiline.tag]
         assert all(len(tags) == 1 for tags in found), (chart.title, found)
-        charted[chart.title] = [tags[0] for tags in found]
+        charted[chart.title] = [tags[0].removeprefix("epoch/") for tags in found]
     per_split = {key for key in read_metrics(folder)[0] if key.split("/")[0] in SPLITS}
     assert {tag for tags in charted.values() for tag in tags} == per_split
     return charted
@@ -147,15 +150,15 @@ def test_images_hold_the_pictures_in_plots(probed):
                 "class_distribution": (0, max(4, 0.6 * k), 3),
                 "confusion": (2, 1 + 0.55 * k, 1 + 0.5 * k),  # drawn at the end: step = last epoch
                 "grad_norm": (2, 13, 3.5)}  # the grad_norm probe's curves, at the end
-    assert set(acc.Tags()["images"]) == set(expected)
+    assert set(acc.Tags()["images"]) == {f"figures/{name}" for name in expected}
     for tag, (step, inches_w, inches_h) in expected.items():
-        [event] = acc.Images(tag)
+        [event] = acc.Images(f"figures/{tag}")
         picture = pixels(event.encoded_image_string)
         assert event.step == step
         assert picture.shape == (event.height, event.width, 3) == (round(inches_h * dpi), round(inches_w * dpi), 3)
         if tag != "samples":
             assert np.array_equal(picture, pixels(str(folder / "plots" / f"{tag}.png")))
-    assert pixels(acc.Images("samples")[0].encoded_image_string).std() > 10  # not a blank canvas
+    assert pixels(acc.Images("figures/samples")[0].encoded_image_string).std() > 10  # not a blank canvas
 
 
 def test_histograms_hold_each_layers_weights(probed):
@@ -189,8 +192,8 @@ def test_step_lr_is_the_rate_each_step_used(probed):
     assert steps(acc, "train/step_lr") == list(range(3, total + 1, 3))
     assert values(acc, "train/step_lr") == pytest.approx({s: rate(s) for s in range(3, total + 1, 3)})
     # an epoch's `lr` is the rate its first step used
-    assert values(acc, "lr") == pytest.approx({1: rate(1), 2: rate(per_epoch + 1)})
-    assert values(acc, "lr") == pytest.approx({1: 0.01, 2: 0.05})
+    assert values(acc, "epoch/lr") == pytest.approx({1: rate(1), 2: rate(per_epoch + 1)})
+    assert values(acc, "epoch/lr") == pytest.approx({1: 0.01, 2: 0.05})
 
 
 def test_grad_step_norm_is_the_norm_before_clipping(probed):
@@ -222,9 +225,9 @@ def test_probe_scalars_are_logged_at_their_steps(probed):
     # the per-epoch numbers of weight_norm: the last is the final weights' norm
     weights = last_checkpoint(folder)["model"]
     for name in ("1", "3"):
-        assert steps(acc, f"weights/norm/{name}") == [1, 2]
-        assert values(acc, f"weights/norm/{name}")[2] == pytest.approx(weights[f"{name}.weight"].norm().item())
-    assert steps(acc, "relu/dead/2") == [1, 2] and all(0 <= v <= 1 for v in values(acc, "relu/dead/2").values())
+        assert steps(acc, f"epoch/weights/norm/{name}") == [1, 2]
+        assert values(acc, f"epoch/weights/norm/{name}")[2] == pytest.approx(weights[f"{name}.weight"].norm().item())
+    assert steps(acc, "epoch/relu/dead/2") == [1, 2] and all(0 <= v <= 1 for v in values(acc, "epoch/relu/dead/2").values())
 
 
 def read_projector(folder):
@@ -303,8 +306,8 @@ def test_a_resumed_run_keeps_its_projector_layout_and_pictures(tmp_path, extra_c
     assert set(embeddings) == {f"{name}:{step:05d}" for name in ("act2", "logits") for step in (0, 1, 2)}
     assert all(tensors.shape[0] == len(labels) == 20 for tensors, labels in embeddings.values())
     assert len(layouts(acc)) == 1
-    assert [[e.step for e in acc.Images(tag)] for tag in ("samples", "class_distribution")] == [[0], [0]]
-    assert [e.step for e in acc.Images("confusion")] == [2]  # the finished run's: an interrupted one runs no model
+    assert [[e.step for e in acc.Images(f"figures/{tag}")] for tag in ("samples", "class_distribution")] == [[0], [0]]
+    assert [e.step for e in acc.Images("figures/confusion")] == [2]  # the finished run's: an interrupted one runs no model
     total = last_checkpoint(folder)["global_step"]
 
     def rate(s):
@@ -312,4 +315,4 @@ def test_a_resumed_run_keeps_its_projector_layout_and_pictures(tmp_path, extra_c
 
     assert steps(acc, "train/step_lr") == list(range(2, total + 1, 2))
     assert values(acc, "train/step_lr") == pytest.approx({s: rate(s) for s in range(2, total + 1, 2)})
-    assert values(acc, "lr")[2] == pytest.approx(rate(total // 2 + 1))  # the resumed epoch's first step
+    assert values(acc, "epoch/lr")[2] == pytest.approx(rate(total // 2 + 1))  # the resumed epoch's first step

@@ -1,7 +1,7 @@
 """Where a run's numbers, pictures and text go. The recorder is built before any callback and
 closed after all of them, so every callback can write at any hook, in any order:
 
-- an epoch's metrics: a line of metrics.jsonl, a line of the log, and a scalar per metric; the
+- an epoch's metrics: a line of metrics.jsonl, a line of the log, and a metric per sink; the
   first epoch's also name the charts (one per metric, its train/val/test on one chart);
 - scalar / image / figure / text / histogram / embedding: to every sink (TensorBoard is one;
   figures also to plots/<name>.png);
@@ -9,6 +9,7 @@ closed after all of them, so every callback can write at any hook, in any order:
 """
 import logging
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -19,6 +20,11 @@ from dlbench.figures import save_figure
 log = logging.getLogger("dlbench")
 
 HPARAM_METRICS = ("train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc")
+# the keys that identify a run in TensorBoard's HParams tab, after those its sweep varies
+IDENTITY = ("model", "dataset", "optimizer", "lr", "batch_size", "epochs", "seed")
+# TensorBoard's Time Series tab groups tags by their first segment, sorts the groups by name and opens
+# the first two: the epoch curves come first, the pictures second, the per-step scalars after
+EPOCH, FIGURES = "epoch/", "figures/"
 # the HParams plugin's session status for each run status (it has no "aborted")
 HPARAM_STATUS = {"completed": "STATUS_SUCCESS", "interrupted": "STATUS_UNKNOWN"}
 SPLITS = ("train", "val", "test")
@@ -39,7 +45,7 @@ class Recorder:
                  metrics["epoch_seconds"])
         for key, value in metrics.items():
             if key != "epoch" and value is not None:
-                self.scalar(key, value, metrics["epoch"])
+                self._each("metric", key, value, metrics["epoch"])
         if metrics["epoch"] == 1:  # names every per-split metric the run writes; a resumed run has its charts
             self.charts(split_charts(metrics))
         self._each("flush")
@@ -95,27 +101,27 @@ class TensorBoardSink:
     """TensorBoard event files in the run folder, with HParams for comparing a sweep's runs, a
     custom-scalars layout and the projector's files (projector_config.pbtxt, projector/)."""
 
-    def __init__(self, run_dir: Path, cfg, fresh: bool):
+    def __init__(self, run_dir: Path, hparams: dict, swept: list[str], fresh: bool):
         from google.protobuf import text_format
         from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
         from torch.utils.tensorboard import SummaryWriter
-        from torch.utils.tensorboard.summary import hparams
-
         self.run_dir = run_dir
         self.writer = SummaryWriter(log_dir=str(run_dir))
         self.projector = ProjectorConfig()
         if (run_dir / PROJECTOR_CONFIG).is_file():  # a resumed run's embeddings from before it stopped
             text_format.Parse((run_dir / PROJECTOR_CONFIG).read_text(), self.projector)
         if fresh:  # a resumed run already has its HParams
-            exp, ssi, _ = hparams(flat_hparams(cfg), {m: 0.0 for m in HPARAM_METRICS})
-            for summary in (exp, ssi):
+            for summary in hparams_summaries(hparams, swept):
                 self.writer.file_writer.add_summary(summary)
+
+    def metric(self, name, value, epoch):
+        self.writer.add_scalar(EPOCH + name, value, epoch)
 
     def scalar(self, name, value, step):
         self.writer.add_scalar(name, value, step)
 
     def image(self, name, image, step):
-        self.writer.add_image(name, image, global_step=step, dataformats="HWC")
+        self.writer.add_image(FIGURES + name, image, global_step=step, dataformats="HWC")
 
     def text(self, name, text, step):
         # the text tab renders Markdown, which collapses runs of spaces and trims the end (what a
@@ -149,7 +155,7 @@ class TensorBoardSink:
     def charts(self, charts):
         # a chart's tags are regular expressions (searched, not matched): anchored, so `train/loss`
         # does not also draw a `train/loss_ema`
-        layout = {CHARTS_CATEGORY: {title: ["Multiline", [f"^{re.escape(tag)}$" for tag in tags]]
+        layout = {CHARTS_CATEGORY: {title: ["Multiline", [f"^{re.escape(EPOCH + tag)}$" for tag in tags]]
                                     for title, tags in charts.items()}}
         self.writer.add_custom_scalars(layout)
 
@@ -165,19 +171,42 @@ class TensorBoardSink:
         self.writer.close()
 
 
-def flat_hparams(cfg) -> dict:
-    """The knobs a person compares runs by: top-level values and the model/optimizer/... groups,
-    flattened to scalars (lists as text, `_target_` as the class name)."""
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    out = {k: v for k, v in resolved.items() if not isinstance(v, (dict, list))}
-    for group in ("dataset", "model", "optimizer", "scheduler", "loss", "regularizer"):
-        for key, value in (resolved.get(group) or {}).items():
-            if key in ("_partial_", "root", "mirror", "download"):
-                continue
-            name = group if key == "_target_" else f"{group}.{key}"
-            value = value.rsplit(".", 1)[-1] if key == "_target_" else value
-            out[name] = value if isinstance(value, (int, float, str, bool)) else str(value)
+def run_hparams(cfg, swept: list[str] = (), choices: dict | None = None) -> dict:
+    """What TensorBoard's HParams tab compares runs by: the keys the run's sweep varies, then the
+    handful that identify a run, each with the value a person chose (`mlp`, `fashion_mnist`, `sgd`;
+    a config group's choice, not its builder's name); lists as text."""
+    choices = choices or {}
+    out: dict = {}
+    for key in [*swept, *(k for k in IDENTITY if k not in swept)]:
+        if key in ("model", "dataset"):
+            value = cfg[key].name
+        elif key == "optimizer":
+            value = choices.get(key) or str(cfg.optimizer._target_).rsplit(".", 1)[-1].lower()
+        elif key in choices:
+            value = choices[key]  # a config group (variant, scheduler, loss, ...): the option's name
+        else:
+            value = OmegaConf.select(cfg, key, default=None)
+            if OmegaConf.is_config(value):
+                value = OmegaConf.to_container(value, resolve=True)
+        if value is not None:
+            out[key] = value if isinstance(value, (bool, int, float, str)) else str(value)
     return out
+
+
+def hparams_summaries(hparams: dict, swept: Iterable[str] = ()) -> list:
+    """The HParams plugin's experiment (these hparams, the keys the sweep varies marked as differing,
+    so the tab shows them first; the split metrics by their names) and this run's start."""
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+    from torch.utils.tensorboard.summary import hparams as torch_hparams
+
+    exp, ssi, _ = torch_hparams(hparams, {EPOCH + m: 0.0 for m in HPARAM_METRICS})
+    content = HParamsPluginData.FromString(exp.value[0].metadata.plugin_data.content)
+    for info in content.experiment.hparam_infos:
+        info.differs = info.name in swept
+    for info in content.experiment.metric_infos:
+        info.display_name = info.name.tag.removeprefix(EPOCH)
+    exp.value[0].metadata.plugin_data.content = content.SerializeToString()
+    return [exp, ssi]
 
 
 def _session_end_content(status: str) -> bytes:

@@ -34,6 +34,8 @@ class RunState:
     clip_grad: float | None = None
     precision: Precision = FP32  # number format, grad scaler, channels-last inputs
     overrides: list[str] = field(default_factory=list)
+    swept: list[str] = field(default_factory=list)     # the keys the run's sweep varies
+    hparams: dict = field(default_factory=dict)        # what TensorBoard's HParams tab shows of the run
     epoch: int = 0              # epochs completed
     global_step: int = 0
     history: list[dict] = field(default_factory=list)  # one metrics dict per completed epoch

@@ -88,6 +88,24 @@ def planned_total(config: DictConfig) -> tuple[int | None, list[str]]:
     return (int(sweeper.n_trials) if sweeper.get("n_trials") else None), keys
 
 
+def swept_keys() -> list[str]:
+    """Inside a sweep's job, the keys its sweep varies (from the sweep folder's multirun.yaml, which
+    Hydra writes before any job starts, else the sweeper's own params); [] outside a sweep."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return []
+    hydra_cfg = HydraConfig.get()
+    try:
+        config = OmegaConf.load(Path(str(hydra_cfg.sweep.dir)) / "multirun.yaml")
+    except Exception:  # not written (a sweeper that saves it last) or unreadable
+        config = OmegaConf.create({"hydra": OmegaConf.to_container(hydra_cfg, resolve=False)})
+        config.hydra.overrides.task = []  # the job's own values, not the sweep's
+    return [key.lstrip("+~") for key in planned_total(config)[1]]
+
+
 def duration(seconds: float) -> str:
     seconds = round(seconds)
     if seconds < 60:

@@ -11,7 +11,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from dlbench import checkpoint, runfolder, schema
+from dlbench import checkpoint, runfolder, schema, sweep
 from dlbench.artifacts import failed_at_start, plot_curves, write_json_atomic
 from dlbench.callbacks import Callback, Callbacks
 from dlbench.callbacks.divergence import DivergenceGuard
@@ -23,7 +23,7 @@ from dlbench.errors import Diverged, RunFolderError
 from dlbench.losses import build_loss
 from dlbench.optim import build_optimizer, build_schedule
 from dlbench.precision import Precision, prepare
-from dlbench.recorder import Recorder, TensorBoardSink
+from dlbench.recorder import Recorder, TensorBoardSink, run_hparams
 from dlbench.regularizers import build_regularizers
 from dlbench.runtime import resolve_device, rng_state, seed_everything, set_rng_state
 from dlbench.state import RunState
@@ -97,6 +97,9 @@ def build_state(cfg: DictConfig, run_dir: Path, overrides: list[str], data_cache
     state, regularizer_callbacks = _training_state(cfg, run_dir, device, data, model)
     state.precision = precision
     state.overrides = overrides
+    state.swept = sweep.swept_keys()  # read here, inside the run's Hydra job, whichever launcher trains it
+    choices = dict(HydraConfig.get().runtime.choices) if state.swept else {}
+    state.hparams = run_hparams(cfg, state.swept, choices)
     probes = [build(node) for node in (cfg.get("probe") or {}).values()]
     return state, Callbacks(regularizer_callbacks + probes + data.task.callbacks(cfg) + default_callbacks(cfg))
 
@@ -148,7 +151,8 @@ def default_callbacks(cfg: DictConfig) -> list[Callback]:
 
 def begin_fit(state: RunState, callbacks: Callbacks) -> None:
     if state.cfg.logger.enabled:
-        state.recorder.sinks.append(TensorBoardSink(state.run_dir, state.cfg, fresh=state.epoch == 0))
+        state.recorder.sinks.append(TensorBoardSink(state.run_dir, state.hparams, state.swept,
+                                                    fresh=state.epoch == 0))
     callbacks.on_run_start(state)
     write_json_atomic(state.run_dir / "summary.json", state.summary())
 
