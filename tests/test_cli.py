@@ -44,7 +44,7 @@ def test_fashion_mnist_run_end_to_end(in_tmp):
     assert 0 < s["wall_seconds"] < 600 and s["train_examples_per_second"] > 100
     events = EventAccumulator(str(run))
     events.Reload()
-    assert {"epoch/train/loss", "epoch/val/acc", "epoch/test/acc", "epoch/lr", "train/step_loss"} <= set(events.Tags()["scalars"])
+    assert {"epoch/train/loss", "epoch/val/acc", "epoch/test/acc", "lr", "train/step_loss"} <= set(events.Tags()["scalars"])
     assert "epoch 2/2" in (run / "train.log").read_text()
 
 

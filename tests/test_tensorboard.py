@@ -84,11 +84,12 @@ def probed(tmp_path_factory):
 def test_epoch_scalars_are_logged_per_epoch(events):
     acc, summary, _ = events
     tags = set(acc.Tags()["scalars"])
-    assert {f"epoch/{m}" for m in ("train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc", "lr")} <= tags
+    assert {f"epoch/{m}" for m in ("train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc")} <= tags
+    assert {"lr", "epoch_seconds"} <= tags  # not per split: by their own names
     test_acc = acc.Scalars("epoch/test/acc")
     assert [e.step for e in test_acc] == [1, 2, 3]
     assert test_acc[-1].value == pytest.approx(summary["test/acc"])
-    assert [e.value for e in acc.Scalars("epoch/lr")] == pytest.approx([0.05] * 3)
+    assert [e.value for e in acc.Scalars("lr")] == pytest.approx([0.05] * 3)
     assert "grad/step_norm" not in tags  # no clipping, no per-step norm
 
 
@@ -192,8 +193,8 @@ def test_step_lr_is_the_rate_each_step_used(probed):
     assert steps(acc, "train/step_lr") == list(range(3, total + 1, 3))
     assert values(acc, "train/step_lr") == pytest.approx({s: rate(s) for s in range(3, total + 1, 3)})
     # an epoch's `lr` is the rate its first step used
-    assert values(acc, "epoch/lr") == pytest.approx({1: rate(1), 2: rate(per_epoch + 1)})
-    assert values(acc, "epoch/lr") == pytest.approx({1: 0.01, 2: 0.05})
+    assert values(acc, "lr") == pytest.approx({1: rate(1), 2: rate(per_epoch + 1)})
+    assert values(acc, "lr") == pytest.approx({1: 0.01, 2: 0.05})
 
 
 def test_grad_step_norm_is_the_norm_before_clipping(probed):
@@ -225,9 +226,9 @@ def test_probe_scalars_are_logged_at_their_steps(probed):
     # the per-epoch numbers of weight_norm: the last is the final weights' norm
     weights = last_checkpoint(folder)["model"]
     for name in ("1", "3"):
-        assert steps(acc, f"epoch/weights/norm/{name}") == [1, 2]
-        assert values(acc, f"epoch/weights/norm/{name}")[2] == pytest.approx(weights[f"{name}.weight"].norm().item())
-    assert steps(acc, "epoch/relu/dead/2") == [1, 2] and all(0 <= v <= 1 for v in values(acc, "epoch/relu/dead/2").values())
+        assert steps(acc, f"weights/norm/{name}") == [1, 2]
+        assert values(acc, f"weights/norm/{name}")[2] == pytest.approx(weights[f"{name}.weight"].norm().item())
+    assert steps(acc, "relu/dead/2") == [1, 2] and all(0 <= v <= 1 for v in values(acc, "relu/dead/2").values())
 
 
 def read_projector(folder):
@@ -315,4 +316,4 @@ def test_a_resumed_run_keeps_its_projector_layout_and_pictures(tmp_path, extra_c
 
     assert steps(acc, "train/step_lr") == list(range(2, total + 1, 2))
     assert values(acc, "train/step_lr") == pytest.approx({s: rate(s) for s in range(2, total + 1, 2)})
-    assert values(acc, "epoch/lr")[2] == pytest.approx(rate(total // 2 + 1))  # the resumed epoch's first step
+    assert values(acc, "lr")[2] == pytest.approx(rate(total // 2 + 1))  # the resumed epoch's first step

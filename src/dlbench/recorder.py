@@ -19,11 +19,14 @@ from dlbench.figures import save_figure
 
 log = logging.getLogger("dlbench")
 
-HPARAM_METRICS = ("train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc")
+# in the order the HParams tab lists them; it shows the first five
+HPARAM_METRICS = ("test/acc", "val/acc", "train/acc", "test/loss", "val/loss", "train/loss")
 # the keys that identify a run in TensorBoard's HParams tab, after those its sweep varies
 IDENTITY = ("model", "dataset", "optimizer", "lr", "batch_size", "epochs", "seed")
-# TensorBoard's Time Series tab groups tags by their first segment, sorts the groups by name and opens
-# the first two: the epoch curves come first, the pictures second, the per-step scalars after
+# TensorBoard's Time Series tab groups tags by their first segment, sorts the groups and the cards in
+# them by name, and opens the first two groups: the per-split curves (epoch/train/loss, ...) come
+# first, then the run's other numbers by their names (epoch_seconds, lr, ...), the pictures under
+# figures/
 EPOCH, FIGURES = "epoch/", "figures/"
 # the HParams plugin's session status for each run status (it has no "aborted")
 HPARAM_STATUS = {"completed": "STATUS_SUCCESS", "interrupted": "STATUS_UNKNOWN"}
@@ -115,7 +118,7 @@ class TensorBoardSink:
                 self.writer.file_writer.add_summary(summary)
 
     def metric(self, name, value, epoch):
-        self.writer.add_scalar(EPOCH + name, value, epoch)
+        self.writer.add_scalar(EPOCH + name if name.split("/")[0] in SPLITS else name, value, epoch)
 
     def scalar(self, name, value, step):
         self.writer.add_scalar(name, value, step)
