@@ -144,6 +144,19 @@ def test_list_and_report_start_without_torch(in_tmp):
     assert proc.stdout.splitlines()[-1] == "False", proc.stderr
 
 
+def test_version_names_dlbench_and_what_its_numbers_depend_on_without_importing_torch(in_tmp):
+    from importlib.metadata import version
+
+    import dlbench
+
+    code = "import sys\nfrom dlbench.cli import main\nmain(['--version'])\nprint('torch' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=in_tmp, capture_output=True, text=True, timeout=120)
+    line, imported = proc.stdout.splitlines()
+    assert line.startswith(f"dlbench {dlbench.__version__} (Python {sys.version.split()[0]}, ")
+    assert f"torch {version('torch')}" in line and f"hydra-core {version('hydra-core')}" in line
+    assert imported == "False"
+
+
 def test_data_prints_the_splits_of_generated_and_bundled_datasets(capsys):
     from dlbench.cli import main
 

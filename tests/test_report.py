@@ -176,7 +176,7 @@ def test_a_grokking_step_never_reached_reads_so(tmp_path):
     fake_run(root, ["dataset.train_fraction=0.3"], **{"grokking/val_step": None, "grokking/gap": None})
     fake_run(root, ["dataset.train_fraction=0.5"], **{"grokking/val_step": 3000, "grokking/gap": 2500})
     grid = table_grid(build_table(load_runs([root]), ["grokking/val_step", "grokking/gap"]))
-    assert grid[1][1:] == ["1 never reached", "1 never reached"]
+    assert grid[1][1:] == ["never (1 run)", "never (1 run)"]
     assert [str(cell) for cell in grid[2][1:]] == ["3,000 (1)", "2,500 (1)"]
 
 

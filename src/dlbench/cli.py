@@ -21,6 +21,7 @@ USAGE = """usage: dlbench <command> [arguments]
                             [--color METRIC] [--out DIR]
   info [--json] [OVERRIDE ...]  a model's layers, parameters, FLOPs, memory, receptive fields:
                             dlbench info model=alexnet dataset.resize=224 batch_size=128
+  --version                 dlbench's version, with Python's, torch's, torchvision's and Hydra's
 
 `dlbench train --help` shows the composed config and every group; `--cfg job` prints it.
 A mistake is answered in one line (exit status 2); add --debug for the traceback.
@@ -48,10 +49,30 @@ COMMANDS = {
 }
 
 
+def version() -> str:
+    """dlbench's version and those of what its numbers depend on, read without importing them
+    (torch's import alone takes seconds)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    from dlbench import __version__
+
+    def of(package: str) -> str:
+        try:
+            return installed(package)
+        except PackageNotFoundError:
+            return "not installed"
+    deps = ", ".join(f"{p} {of(p)}" for p in ("torch", "torchvision", "hydra-core"))
+    return f"dlbench {__version__} (Python {sys.version.split()[0]}, {deps})"
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
+        return
+    if argv[0] in ("--version", "-V", "version"):
+        print(version())
         return
     if argv[0] not in COMMANDS:
         print(f"dlbench: unknown command {argv[0]!r}; commands: {', '.join(COMMANDS)} (dlbench --help)", file=sys.stderr)

@@ -213,8 +213,8 @@ class Cell:
     def notes(self, metric: str) -> list[str]:
         """What the mean leaves out: runs that did not complete, completed runs without the value."""
         missing = sum(r.status == Status.COMPLETED and r.value(metric) is None for r in self.runs)
-        word = "never reached" if metric in NOT_REACHED else "n/a"
-        return [*self.unfinished(), *([f"{missing} {word}"] if missing else [])]
+        word = "never" if metric in NOT_REACHED else "n/a"  # "never (1 run)": a count never reads as the value
+        return [*self.unfinished(), *([f"{word} ({missing} run{'s' if missing > 1 else ''})"] if missing else [])]
 
 
 @dataclass
