@@ -45,7 +45,7 @@ SWEEPS = {
     "fit": ["dataset=function", "model=sized_mlp", "model.params=570", "model.depth=2", "model.activation=leaky_relu",
             "optimizer=adam", "loss=mse", "lr=0.0012", "optimizer.weight_decay=1e-4", "batch_size=64", "epochs=30",
             "seed=0,1,2,3,4,5,6,7"],
-    # the README's first sweep: the default MLP 512-512 on Fashion-MNIST, plain SGD at four rates, 2 epochs
+    # the README's tour sweep: the default MLP 512-512 on Fashion-MNIST, plain SGD at four rates, 2 epochs
     "mlp": ["lr=1,0.1,0.01,0.001", "epochs=2"],
 }
 # 64 function fits: the same setup, 8 rates x 8 seeds, 10 epochs (1,000 steps) each (for a GPU, issue 14)

@@ -88,12 +88,12 @@ ReturnToService=2
 # seconds between SIGTERM and SIGKILL when a job is cancelled, requeued or out of time (default 30)
 KillWait=5
 # no accounting database (slurmdbd + MariaDB): sacct fails with "Slurm accounting storage is
-# disabled"; submitit then reads a job's end from its result file (README: SLURM)
+# disabled"; submitit then reads a job's end from its result file (docs/guide/sweeps.md: SLURM)
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
 NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
-# the partition the tests and the README name; jobs without --partition land here too
+# the partition the tests and docs/guide/sweeps.md name; jobs without --partition land here too
 PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 EOF
 }

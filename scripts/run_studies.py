@@ -1,4 +1,4 @@
-"""Run studies in full, one after another, and copy each report into docs/studies/ for the README.
+"""Run studies in full, one after another, and copy each report into docs/studies/<study>/, beside its write-up.
 
     python scripts/run_studies.py first_mlp gradients ...   [-- OVERRIDE ...]
 

@@ -1,4 +1,4 @@
-"""Copy a study's report into docs/studies/<study>/ for the README's catalogue.
+"""Copy a study's report into docs/studies/<study>/ beside its write-up (docs/studies/<study>/README.md).
 
     python scripts/study_docs.py outputs/sweeps/<sweep> [...]
 

@@ -96,7 +96,7 @@ def test_the_loop_waits_for_the_gpu_only_every_log_every_steps(tmp_path, extra_c
     """CUDA's own count of the calls that make the host wait for the GPU (torch.cuda's sync debug
     mode), from the first step of an epoch to its last: one or two per log_every steps (the
     divergence check, the step scalars), none per step. (float16's scaler waits every step, by
-    design: README, Precision.)"""
+    design: docs/guide/training.md, Precision.)"""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         counter = CountAtEachStep(lambda: sum("synchronizing CUDA operation" in str(w.message) for w in caught))

@@ -136,7 +136,7 @@ def test_grokking_validation_follows_training_long_after_and_only_with_weight_de
 
 @pytest.mark.slow  # seconds of training: an end-to-end check, run by make test
 def test_the_transformer_learns_modular_addition(in_tmp):
-    # its training set in 300 steps; generalising takes the long run measured in the README
+    # its training set in 300 steps; generalising takes the long run measured in docs/studies/grokking/README.md
     cfg = compose(["experiment=grokking", "model=transformer", "dataset.p=23", "model.dim=32", "model.heads=2", "epochs=3",
                    "logger=none", "trainer.checkpoint=false", *QUIET])
     summary = run(cfg, run_dir=in_tmp / "t")

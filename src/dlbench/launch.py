@@ -139,7 +139,7 @@ class SacctSaidOnce(logging.Filter):
         self.said = True
         record.msg, record.args = (f"{record.getMessage()} [dlbench: said once a sweep; on a cluster without job "
                                    "accounting every poll fails, and a job's end is read from its result file "
-                                   "in .submitit/ (README: SLURM)]"), ()
+                                   "in .submitit/ (docs/guide/sweeps.md: SLURM)]"), ()
         return True
 
 

@@ -2,7 +2,7 @@
 
 `check(cfg)` reads the composed config alone (no torch, no data, milliseconds): every key in KNOBS
 that the config has is checked for its type and range, then the rules between keys of one group.
-`dlbench.fit.check_fit` then checks what needs the data's shape and the model (on torch's meta
+`check_fit` then checks what needs the data's shape and the model (on torch's meta
 device: no data is read, no memory used). Each failure is a ConfigError, one line:
 `<key>=<value>: <what is wrong>; <the fix or the valid choices>`.
 
