@@ -9,12 +9,13 @@ STAMP  := $(VENV)/.dlbench-installed
 train: data
 	$(BIN)/dlbench train
 
+# two workers (pytest-xdist), each test sent to whichever worker is free; see tests/conftest.py
 test: data
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist worksteal
 
 # the unmarked tests only: no end-to-end runs through the CLI (slow), no CUDA (gpu)
 test-fast: data
-	$(BIN)/python -m pytest -m "not slow and not gpu"
+	$(BIN)/python -m pytest -n 2 --dist worksteal -m "not slow and not gpu"
 
 setup: $(STAMP)
 

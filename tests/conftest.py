@@ -3,11 +3,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+# `make test` runs the suite in two pytest-xdist workers, one per core of a 2-core machine. Each
+# worker, and every `dlbench` process it starts, keeps one torch thread: OpenMP threads spin while
+# they wait, so two processes with a thread per core each would slow each other down instead of
+# sharing the cores. Set before torch is imported (below), so the workers' own runs have it too.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from dlbench import train as train_module  # `dlbench` below is the command-line helper
-from dlbench.callbacks import Callback
-from dlbench.config import compose
+import pytest  # noqa: E402
+
+from dlbench import train as train_module  # noqa: E402  (`dlbench` below is the command-line helper)
+from dlbench.callbacks import Callback  # noqa: E402
+from dlbench.config import compose  # noqa: E402
 
 # The tests train language models on an excerpt of the Time Machine kept beside them (the first
 # chapters of the public-domain text, about 48,000 characters), never on a file outside the

@@ -49,7 +49,7 @@ def test_fashion_mnist_run_end_to_end(in_tmp):
 
 
 def test_model_cnn_lr_001_is_the_whole_spelling(in_tmp):
-    dlbench("train", "model=cnn", "lr=0.01", "dataset.limit=500", "epochs=1", cwd=in_tmp)
+    dlbench("train", "model=cnn", "lr=0.01", "dataset.limit=500", "dataset.eval_limit=500", "epochs=1", cwd=in_tmp)
     run = only((in_tmp / "outputs" / "runs").iterdir())
     config = yaml.safe_load((run / ".hydra" / "config.yaml").read_text())
     assert config["model"]["name"] == "cnn" and config["optimizer"]["lr"] == "${lr}" and config["lr"] == 0.01
@@ -91,7 +91,7 @@ def start_and_kill_after_first_epoch(cmd, run_dir, cwd, sig):
 
 
 def test_a_killed_run_resumes_to_the_same_numbers(in_tmp):
-    args = ["train", "dataset.limit=20000", "epochs=4", "model.hidden=[256]"]
+    args = ["train", "dataset.limit=20000", "dataset.eval_limit=2000", "epochs=4", "model.hidden=[256]"]
     dlbench(*args, "hydra.run.dir=straight", cwd=in_tmp)
     cmd = [sys.executable, "-m", "dlbench", *args, "hydra.run.dir=killed"]
     start_and_kill_after_first_epoch(cmd, in_tmp / "killed", in_tmp, signal.SIGKILL)
