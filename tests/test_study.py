@@ -90,13 +90,13 @@ def test_every_study_has_a_line_and_a_valid_layout():
 
 
 @pytest.mark.slow  # some 200 compositions; `dlbench train` checks a study's points the same way before it runs
-def test_every_study_composes_and_every_point_of_its_sweeps_passes_the_schema():
-    for name in study.studies():
-        args = [f"experiment={name}"]
-        layout = compose(args).study
-        for quick in ([], [str(o) for o in layout.quick]):
-            for point in sweep_points([*study.sweep_params(args), *quick, *args, "-m"]):
-                schema.check(compose(point))
+@pytest.mark.parametrize("name", sorted(study.studies()))
+def test_every_study_composes_and_every_point_of_its_sweeps_passes_the_schema(name):
+    args = [f"experiment={name}"]
+    layout = compose(args).study
+    for quick in ([], [str(o) for o in layout.quick]):
+        for point in sweep_points([*study.sweep_params(args), *quick, *args, "-m"]):
+            schema.check(compose(point))
 
 
 def test_list_shows_each_study_with_its_line(capsys):
