@@ -9,7 +9,7 @@ closed after all of them, so every callback can write at any hook, in any order:
 """
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -104,10 +104,11 @@ class TensorBoardSink:
     """TensorBoard event files in the run folder, with HParams for comparing a sweep's runs, a
     custom-scalars layout and the projector's files (projector_config.pbtxt, projector/)."""
 
-    def __init__(self, run_dir: Path, hparams: dict, swept: list[str], fresh: bool):
+    def __init__(self, run_dir: Path, hparams: dict, swept: Sequence[str], fresh: bool):
         from google.protobuf import text_format
         from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
         from torch.utils.tensorboard import SummaryWriter
+
         self.run_dir = run_dir
         self.writer = SummaryWriter(log_dir=str(run_dir))
         self.projector = ProjectorConfig()
@@ -174,7 +175,7 @@ class TensorBoardSink:
         self.writer.close()
 
 
-def run_hparams(cfg, swept: list[str] = (), choices: dict | None = None) -> dict:
+def run_hparams(cfg, swept: Sequence[str] = (), choices: dict | None = None) -> dict:
     """What TensorBoard's HParams tab compares runs by: the keys the run's sweep varies, then the
     handful that identify a run, each with the value a person chose (`mlp`, `fashion_mnist`, `sgd`;
     a config group's choice, not its builder's name); lists as text."""
