@@ -317,3 +317,16 @@ def test_a_resumed_run_keeps_its_projector_layout_and_pictures(tmp_path, extra_c
     assert steps(acc, "train/step_lr") == list(range(2, total + 1, 2))
     assert values(acc, "train/step_lr") == pytest.approx({s: rate(s) for s in range(2, total + 1, 2)})
     assert values(acc, "lr")[2] == pytest.approx(rate(total // 2 + 1))  # the resumed epoch's first step
+
+
+def test_a_sweeps_hparams_list_its_swept_keys_first_with_the_names_a_person_chose():
+    from dlbench.recorder import hparams_summaries, run_hparams
+
+    swept = ["model.hidden", "variant"]
+    hparams = run_hparams(digits_cfg("model.hidden=[32]", "optimizer=adam"), swept, {"variant": "first_mlp/mse"})
+    assert list(hparams) == [*swept, "model", "dataset", "optimizer", "lr", "batch_size", "epochs", "seed"]
+    assert (hparams["model.hidden"], hparams["variant"]) == ("[32]", "first_mlp/mse")  # a list as text; a group's option
+    assert (hparams["model"], hparams["dataset"], hparams["optimizer"]) == ("mlp", "digits", "adam")
+    experiment, _ = hparams_summaries(hparams, swept)
+    content = plugin_data_pb2.HParamsPluginData.FromString(experiment.value[0].metadata.plugin_data.content)
+    assert [h.name for h in content.experiment.hparam_infos if h.differs] == swept
