@@ -5,14 +5,9 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
-from dlbench import artifacts, schema
+from dlbench import artifacts, choices, schema
 from dlbench.callbacks import Callback
-from dlbench.callbacks.probes import PROJECTIONS
 from dlbench.config import GROUPS, compose, group_options
-from dlbench.data import synthetic
-from dlbench.data.loader import SAMPLERS
-from dlbench.data.text import PARTITIONS
-from dlbench.data.vision import NORMALIZE
 from dlbench.errors import ConfigError
 from dlbench.models.init import INITS
 from dlbench.models.layers import ACTIVATIONS
@@ -26,18 +21,24 @@ NEEDS = {"model": {"token_mlp": ["dataset=modular"], "transformer": ["dataset=mo
          "experiment": {}}
 
 
-def test_the_schema_repeats_the_codes_choices():
-    assert set(schema.ACTIVATIONS) == set(ACTIVATIONS)
-    assert set(schema.INITS) == set(INITS) | {"default", "normal"}
-    assert set(schema.SAMPLERS) == set(SAMPLERS)
-    assert set(schema.PARTITIONS) == set(PARTITIONS)
-    assert set(schema.NORMALIZE) == set(NORMALIZE)
-    assert set(schema.EMBEDDING_METHODS) == set(PROJECTIONS)
-    assert set(schema.OPERATIONS) == set(synthetic.OPERATIONS)
-    assert set(schema.PLAYGROUND_KINDS) == set(synthetic.PLAYGROUND)
-    assert set(schema.FEATURES) == set(synthetic.FEATURES)
-    assert set(schema.BOOLEAN_FUNCTIONS) == set(synthetic.BOOLEAN)
-    assert set(schema.FUNCTIONS_1D) == set(synthetic.FUNCTIONS)
+def test_every_choice_the_schema_checks_is_dlbench_choices_own_tuple():
+    """No copies: each Choice knob (but the booleans) checks against a tuple of dlbench.choices,
+    the one the implementing module keys its table by."""
+    defined = {id(v) for v in vars(choices).values() if isinstance(v, tuple)}
+    rules = [rule for rule in schema.KNOBS.values()]
+    rules += [inner for rule in rules for inner in (getattr(rule, "rules", ()) + (getattr(rule, "item", None),))]
+    copies = [rule.options for rule in rules if isinstance(rule, schema.Choice) and rule is not schema.BOOL
+              and rule.options != ("auto",) and id(rule.options) not in defined]
+    assert not copies, f"choices defined in schema.py rather than dlbench.choices: {copies}"
+    assert schema.KNOBS["model.activation"].options is choices.ACTIVATIONS
+    assert set(ACTIVATIONS) == set(choices.ACTIVATIONS) and set(INITS) | {"default"} == set(choices.INITS)
+
+
+def test_a_table_that_differs_from_its_choices_fails_naming_the_difference():
+    assert choices.implement(("a", "b"), {"b": 2, "a": 1}) == {"b": 2, "a": 1}
+    assert choices.implement(("auto", "a"), {"a": 1}, extra=("auto",)) == {"a": 1}
+    with pytest.raises(RuntimeError, match=r"missing \['b'\], unknown \['c'\]"):
+        choices.implement(("a", "b"), {"a": 1, "c": 3})
 
 
 def _leaves(tree: dict, prefix: str = ""):

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-DTYPES = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
+from dlbench import choices
+
+DTYPES = choices.implement(choices.PRECISIONS, {"32": None, "bf16": torch.bfloat16, "16": torch.float16})
 
 
 @dataclass(frozen=True)

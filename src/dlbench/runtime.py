@@ -4,10 +4,13 @@ import random
 import numpy as np
 import torch
 
+from dlbench import choices
 from dlbench.errors import ConfigError
 
 
 def resolve_device(name: str) -> torch.device:
+    if name not in choices.DEVICES:
+        raise ConfigError("device", name, "is not a device dlbench runs on", f"valid: {', '.join(choices.DEVICES)}")
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

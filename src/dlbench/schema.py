@@ -6,9 +6,8 @@ that the config has is checked for its type and range, then the rules between ke
 device, a small model on the CPU: no data is read). Each failure is a ConfigError, one line:
 `<key>=<value>: <what is wrong>; <the fix or the valid choices>`.
 
-The choices of a knob (activations, inits, ...) live in the modules that implement them, which
-import torch; they are repeated here so this check needs none, and tests/test_schema.py holds the
-two copies equal.
+The choices of a knob (activations, inits, ...) are dlbench.choices', which the modules that
+implement them key their tables by: this check needs no torch and cannot drift from the code.
 """
 import math
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from dataclasses import dataclass
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from dlbench import choices as C
 from dlbench.errors import ConfigError
 
 
@@ -129,61 +129,45 @@ OPEN_FRACTION = Num(0, 1, lo_open=True, hi_open=True)  # (0, 1)
 RATE = Num(0, 1, hi_open=True)    # [0, 1): a dropout or smoothing rate of 1 leaves nothing
 WIDTHS = ListOf(POS_INT)
 
-# the choices implemented elsewhere (tests/test_schema.py keeps them equal to the code's tables)
-DEVICES = ("auto", "cpu", "cuda", "mps")
-ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu")
-INITS = ("default", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal", "lecun_uniform",
-         "normal")
-SAMPLERS = ("oversample",)
-NORMALIZE = ("standardize", "unit", "symmetric")
-FUNCTIONS_1D = ("sinc", "sign_sine")   # or an expression in x, checked when the data is built
-OPERATIONS = ("add", "sub", "mul", "div")
-PLAYGROUND_KINDS = ("circle", "xor", "gauss", "spiral")
-FEATURES = ("x1", "x2", "x1sq", "x2sq", "x1x2", "sin_x1", "sin_x2")
-BOOLEAN_FUNCTIONS = ("and", "or", "xor", "nand", "nor", "xnor")
-PARTITIONS = ("sequential", "random")
-PRECISIONS = (32, "bf16", 16)
-EMBEDDING_METHODS = ("pca", "tsne", "umap")
-
 # every knob a config can have, by its full key; a key a config lacks is not checked
 KNOBS: dict[str, object] = {
     # top level (conf/train.yaml)
-    "lr": POS, "epochs": POS_INT, "batch_size": POS_INT, "seed": NONNEG_INT, "device": Choice(DEVICES),
+    "lr": POS, "epochs": POS_INT, "batch_size": POS_INT, "seed": NONNEG_INT, "device": Choice(C.DEVICES),
     "target_acc": FRACTION, "warmup_steps": NONNEG_INT, "objective": Text(null="best/<the judging metric>"),
     "quick": BOOL,
     # trainer, logger
     "trainer.eval_batch_size": POS_INT, "trainer.log_every": POS_INT, "trainer.diverge_factor": Num(1),
-    "trainer.checkpoint": BOOL, "trainer.stop_at_target": BOOL, "trainer.progress": Choice(("auto", True, False)),
+    "trainer.checkpoint": BOOL, "trainer.stop_at_target": BOOL, "trainer.progress": Choice(C.PROGRESS),
     "trainer.threads": AnyOf((Choice(("auto",)), Num(1, integer=True, null="torch's default, every core"))),
-    "trainer.precision": Choice(PRECISIONS), "trainer.compile": BOOL, "trainer.channels_last": BOOL,
+    "trainer.precision": Choice(C.PRECISIONS), "trainer.compile": BOOL, "trainer.channels_last": BOOL,
     "logger.enabled": BOOL, "logger.sample_images": NONNEG_INT,
     # dataset: the image sets
     "dataset.val_split": RATE, "dataset.limit": Num(1, integer=True, null="every training example"),
     "dataset.eval_limit": Num(1, integer=True, null="every validation and test example"),
-    "dataset.sampler": Choice(SAMPLERS, null="a permutation per epoch"),
+    "dataset.sampler": Choice(C.SAMPLERS, null="a permutation per epoch"),
     "dataset.resize": Num(1, integer=True, null="the images' own size"),
     "dataset.label_noise": FRACTION, "dataset.test_split": OPEN_FRACTION, "dataset.download": BOOL,
-    "dataset.normalize": Choice(NORMALIZE), "dataset.root": Text(), "dataset.mirror": Text(null="no mirror"),
+    "dataset.normalize": Choice(C.NORMALIZE), "dataset.root": Text(), "dataset.mirror": Text(null="no mirror"),
     "dataset.imbalance.classes": ListOf(NONNEG_INT, min_len=1), "dataset.imbalance.keep": Num(0, 1, lo_open=True),
     # dataset: synthetic and text
     "dataset.function": Text(), "dataset.interval": ListOf(Num(), length=2),
     "dataset.n_train": POS_INT, "dataset.n_val": NONNEG_INT, "dataset.n_test": Num(2, integer=True),
     "dataset.noise": NONNEG, "dataset.steps_per_epoch": Num(1, integer=True, null="one pass over the training split"),
-    "dataset.p": Num(2, integer=True), "dataset.operation": Choice(OPERATIONS),
+    "dataset.p": Num(2, integer=True), "dataset.operation": Choice(C.OPERATIONS),
     "dataset.train_fraction": OPEN_FRACTION, "dataset.threshold": Num(0, 1, lo_open=True),
-    "dataset.kind": Choice(PLAYGROUND_KINDS), "dataset.n": Num(4, integer=True),
-    "dataset.features": ListOf(Choice(FEATURES), min_len=1),
+    "dataset.kind": Choice(C.PLAYGROUND_KINDS), "dataset.n": Num(4, integer=True),
+    "dataset.features": ListOf(Choice(C.FEATURES), min_len=1),
     "dataset.path": Text(null="<root>/timemachine/timemachine.txt, the mirror's, then the d2l.ai download"),
-    "dataset.seq_len": POS_INT, "dataset.partition": Choice(PARTITIONS),
+    "dataset.seq_len": POS_INT, "dataset.partition": Choice(C.PARTITIONS),
     "dataset.clip_grad_norm": Num(0, lo_open=True, null="no clipping"), "dataset.prefix": Text(),
     "dataset.generate_chars": NONNEG_INT,
     # model
-    "model.init": Choice(INITS), "model.init_std": POS, "model.hidden": AnyOf((POS_INT, WIDTHS)), "model.activation": Choice(ACTIVATIONS),
+    "model.init": Choice(C.INITS), "model.init_std": POS, "model.hidden": AnyOf((POS_INT, WIDTHS)), "model.activation": Choice(C.ACTIVATIONS),
     "model.batchnorm": BOOL, "model.dropout": RATE, "model.channels": ListOf(POS_INT, min_len=1),
-    "model.kernel_size": POS_INT, "model.pool": Choice(("max", "avg", "none")), "model.params": Num(10, integer=True),
+    "model.kernel_size": POS_INT, "model.pool": Choice(C.POOLS), "model.params": Num(10, integer=True),
     "model.depth": POS_INT, "model.embed": Num(1, integer=True, null="one-hot tokens"), "model.dim": POS_INT,
     "model.heads": POS_INT, "model.mlp_ratio": POS, "model.layers": POS_INT, "model.bidirectional": BOOL,
-    "model.impl": Choice(("torch", "scratch")), "model.width": POS, "model.stem": Choice(("auto", "imagenet", "small")),
+    "model.impl": Choice(C.RECURRENT_IMPLS), "model.width": POS, "model.stem": Choice(C.STEMS),
     "model.blocks_per_stage": POS_INT, "model.blocks": ListOf(ListOf(POS_INT, length=2), min_len=1),
     # optimizer (lr is the top-level knob's)
     "optimizer.momentum": Num(0, 1, hi_open=True), "optimizer.weight_decay": NONNEG, "optimizer.nesterov": BOOL,
@@ -194,14 +178,14 @@ KNOBS: dict[str, object] = {
     "scheduler.step_size": POS_INT, "scheduler.milestones": ListOf(POS_INT, min_len=1),
     "scheduler.decay_steps": POS_INT, "scheduler.decay_rate": Num(0, 1, lo_open=True), "scheduler.staircase": BOOL,
     "scheduler.max_lr": POS, "scheduler.pct_start": OPEN_FRACTION, "scheduler.div_factor": POS,
-    "scheduler.final_div_factor": POS, "scheduler.mode": Choice(("min", "max")),
+    "scheduler.final_div_factor": POS, "scheduler.mode": Choice(C.MONITOR_MODES),
     "scheduler.factor": Num(0, 1, lo_open=True, hi_open=True), "scheduler.patience": NONNEG_INT,
     "scheduler.threshold": NONNEG,
     # regularizers
     "regularizer.dropout.rate": RATE, "regularizer.batchnorm.enabled": BOOL, "regularizer.l2.coef": NONNEG,
     "regularizer.l2.weights_only": BOOL, "regularizer.label_smoothing.eps": RATE,
     "regularizer.grad_clip.max_norm": POS, "regularizer.early_stopping.monitor": Text(),
-    "regularizer.early_stopping.mode": Choice(("min", "max")), "regularizer.early_stopping.patience": POS_INT,
+    "regularizer.early_stopping.mode": Choice(C.MONITOR_MODES), "regularizer.early_stopping.patience": POS_INT,
     "regularizer.early_stopping.min_delta": NONNEG, "regularizer.early_stopping.restore_best": BOOL,
     "regularizer.augmentation.crop_padding": NONNEG_INT, "regularizer.augmentation.hflip": BOOL,
     "regularizer.augmentation.rotation": Num(0, 180), "regularizer.augmentation.noise_std": NONNEG,
@@ -210,7 +194,7 @@ KNOBS: dict[str, object] = {
     # probes
     "probe.grad_norm.first_steps": NONNEG_INT, "probe.grad_norm.every": POS_INT, "probe.grad_norm.per_layer": BOOL,
     "probe.embeddings.epochs": ListOf(NONNEG_INT, min_len=1, null="start, middle and end"),
-    "probe.embeddings.examples": Num(2, integer=True), "probe.embeddings.method": Choice(EMBEDDING_METHODS),
+    "probe.embeddings.examples": Num(2, integer=True), "probe.embeddings.method": Choice(C.EMBEDDING_METHODS),
     "probe.sharpness.every": Num(1, integer=True, null="at the end only"), "probe.sharpness.examples": POS_INT,
     "probe.sharpness.iterations": POS_INT, "probe.sharpness.exact_max_params": NONNEG_INT,
     "probe.trajectory.every": POS_INT, "probe.weight_norm.examples": POS_INT,
@@ -296,9 +280,9 @@ def _milestones(tree: dict) -> None:
 
 def _boolean_function(tree: dict) -> None:
     data = tree.get("dataset") or {}
-    if data.get("name") == "boolean" and data.get("function") not in BOOLEAN_FUNCTIONS:
+    if data.get("name") == "boolean" and data.get("function") not in C.BOOLEAN_FUNCTIONS:
         raise ConfigError("dataset.function", data.get("function"), "is not a two-input boolean function",
-                          f"valid: {', '.join(BOOLEAN_FUNCTIONS)}")
+                          f"valid: {', '.join(C.BOOLEAN_FUNCTIONS)}")
 
 
 def _imbalance(tree: dict) -> None:

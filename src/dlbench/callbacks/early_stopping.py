@@ -2,6 +2,7 @@ import operator
 
 import torch
 
+from dlbench import choices
 from dlbench.callbacks import Callback
 from dlbench.checkpoint import save_atomic, save_best
 from dlbench.status import Status
@@ -15,8 +16,8 @@ class EarlyStopping(Callback):
 
     def __init__(self, monitor: str = "val/loss", mode: str = "min", patience: int = 5, min_delta: float = 0.0,
                  restore_best: bool = True):
-        if mode not in ("min", "max"):
-            raise ValueError(f"early_stopping.mode must be min or max, not {mode!r}")
+        if mode not in choices.MONITOR_MODES:
+            raise ValueError(f"early_stopping.mode must be one of {', '.join(choices.MONITOR_MODES)}, not {mode!r}")
         self.monitor, self.patience, self.min_delta, self.restore_best = monitor, patience, min_delta, restore_best
         self.better = operator.lt if mode == "min" else operator.gt
         self.sign = -1 if mode == "min" else 1

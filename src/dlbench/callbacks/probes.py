@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from dlbench import choices
 from dlbench.artifacts import truncate_jsonl
 from dlbench.callbacks import Callback
 from dlbench.figures import pyplot, save_figure
@@ -285,7 +286,7 @@ def _umap(features: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(umap.UMAP(random_state=0).fit_transform(pca(features, 50)[0].numpy()))
 
 
-PROJECTIONS = {"pca": lambda f: pca(f, 2)[0], "tsne": _tsne, "umap": _umap}
+PROJECTIONS = choices.implement(choices.EMBEDDING_METHODS, {"pca": lambda f: pca(f, 2)[0], "tsne": _tsne, "umap": _umap})
 
 
 def plot_embedding(points: torch.Tensor, labels: list[int], classes: list[str], title: str, path) -> None:

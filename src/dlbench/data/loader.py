@@ -4,6 +4,8 @@ from collections.abc import Callable, Iterator
 
 import torch
 
+from dlbench import choices
+
 
 class Oversample:
     """Each epoch draws every class as often as the largest one: minority classes' indices are
@@ -24,7 +26,7 @@ class Oversample:
         return order[torch.randperm(len(order), generator=generator)]
 
 
-SAMPLERS = {"oversample": Oversample}
+SAMPLERS = choices.implement(choices.SAMPLERS, {"oversample": Oversample})
 
 
 class Batches:

@@ -13,14 +13,16 @@ from functools import partial
 
 import torch
 
+from dlbench import choices
 from dlbench.data.base import Dataset, Split, corrupt_labels
 from dlbench.tasks import MODULAR, POINTS, REGRESS
 
 # ---------------------------------------------------------------- function fitting (task: regress)
 
 # torch.sinc is the normalised sinc, sin(pi t) / (pi t), with its limit 1 at t = 0
-FUNCTIONS = {"sinc": "sinc(5 * x)",               # sin(5 pi x) / (5 pi x)
-             "sign_sine": "sign(sin(5 * pi * x))"}  # a square wave: the hard case for smooth nets
+FUNCTIONS = choices.implement(choices.FUNCTIONS_1D, {
+    "sinc": "sinc(5 * x)",                 # sin(5 pi x) / (5 pi x)
+    "sign_sine": "sign(sin(5 * pi * x))"})  # a square wave: the hard case for smooth nets
 EXPRESSION_NAMES = {name: getattr(torch, name) for name in (
     "sin", "cos", "tan", "exp", "log", "sqrt", "abs", "sign", "tanh", "sinc", "sigmoid", "floor", "ceil")}
 EXPRESSION_NAMES.update(pi=math.pi, e=math.e)
@@ -68,13 +70,13 @@ def build_function(name: str = "function", function: str = "sinc", interval: tup
 
 # ---------------------------------------------------------------- modular arithmetic (task: modular)
 
-OPERATIONS: dict[str, Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]] = {
+OPERATIONS: dict[str, Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]] = choices.implement(choices.OPERATIONS, {
     "add": lambda a, b, p: (a + b) % p,
     "sub": lambda a, b, p: (a - b) % p,
     "mul": lambda a, b, p: (a * b) % p,
     # a / b = a * b^(p-2) mod p (Fermat); b runs over 1..p-1
     "div": lambda a, b, p: (a * torch.tensor([pow(int(k), p - 2, p) for k in range(p)])[b]) % p,
-}
+})
 
 
 def is_prime(p: int) -> bool:
@@ -114,11 +116,11 @@ def build_modular(name: str = "modular", p: int = 97, operation: str = "add", tr
 # ---------------------------------------------------------------- 2-D points (task: points)
 
 # the TensorFlow Playground's input features of a point (x1, x2)
-FEATURES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+FEATURES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = choices.implement(choices.FEATURES, {
     "x1": lambda p: p[:, 0], "x2": lambda p: p[:, 1],
     "x1sq": lambda p: p[:, 0] ** 2, "x2sq": lambda p: p[:, 1] ** 2, "x1x2": lambda p: p[:, 0] * p[:, 1],
     "sin_x1": lambda p: torch.sin(p[:, 0]), "sin_x2": lambda p: torch.sin(p[:, 1]),
-}
+})
 
 
 def point_features(points: torch.Tensor, names: tuple[str, ...]) -> torch.Tensor:
@@ -169,7 +171,7 @@ def spiral(n: int, noise: float, gen: torch.Generator) -> tuple[torch.Tensor, to
     return torch.cat([arm(n // 2, 0.0), arm(n - n // 2, math.pi)]), labels
 
 
-PLAYGROUND = {"circle": circle, "xor": xor, "gauss": gauss, "spiral": spiral}
+PLAYGROUND = choices.implement(choices.PLAYGROUND_KINDS, {"circle": circle, "xor": xor, "gauss": gauss, "spiral": spiral})
 
 
 def build_playground(name: str = "playground", kind: str = "circle", n: int = 500, noise: float = 0.0,
@@ -194,8 +196,9 @@ def build_playground(name: str = "playground", kind: str = "circle", n: int = 50
                    classes=["negative", "positive"], task=POINTS, steps_per_epoch=steps_per_epoch)
 
 
-BOOLEAN = {"and": lambda a, b: a & b, "or": lambda a, b: a | b, "xor": lambda a, b: a ^ b,
-           "nand": lambda a, b: 1 - (a & b), "nor": lambda a, b: 1 - (a | b), "xnor": lambda a, b: 1 - (a ^ b)}
+BOOLEAN = choices.implement(choices.BOOLEAN_FUNCTIONS, {
+    "and": lambda a, b: a & b, "or": lambda a, b: a | b, "xor": lambda a, b: a ^ b,
+    "nand": lambda a, b: 1 - (a & b), "nor": lambda a, b: 1 - (a | b), "xnor": lambda a, b: 1 - (a ^ b)})
 
 
 def build_boolean(name: str = "boolean", function: str = "xor", steps_per_epoch: int | None = 100, seed: int = 0,

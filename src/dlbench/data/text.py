@@ -22,6 +22,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from dlbench import choices
 from dlbench.data.base import DataShape
 from dlbench.data.registry import SHAPES
 from dlbench.errors import DataNotFoundError, first_line
@@ -117,7 +118,7 @@ class RandomBatches:
             yield tokens[idx], tokens[idx + 1]
 
 
-PARTITIONS = {"sequential": SequentialBatches, "random": RandomBatches}
+PARTITIONS = choices.implement(choices.PARTITIONS, {"sequential": SequentialBatches, "random": RandomBatches})
 
 
 @dataclass

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from dlbench import choices
 from dlbench.artifacts import atomic_path
 from dlbench.data.base import Dataset, DataShape, RawData, Split, corrupt_labels, make_imbalanced, resize_images
 from dlbench.data.loader import SAMPLERS
@@ -113,11 +114,11 @@ def _fixed(mean: float, std: float):
 
 
 # pixels in [0, 1] become (x - mean) / std per channel
-NORMALIZE = {
+NORMALIZE = choices.implement(choices.NORMALIZE, {
     "standardize": _standardize,     # mean 0, std 1 on the training split
     "unit": _fixed(0.0, 1.0),        # [0, 1]: what ToTensor() gives
     "symmetric": _fixed(0.5, 0.5),   # [-1, 1]: ToTensor() then Normalize(0.5, 0.5)
-}
+})
 
 
 def build_dataset(name: str, val_split: float = 0.1, limit: int | None = None, seed: int = 0,

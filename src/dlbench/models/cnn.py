@@ -2,11 +2,13 @@ import math
 
 from torch import nn
 
+from dlbench import choices
 from dlbench.models.registry import register_model
 from dlbench.models.layers import activation as make_activation
 from dlbench.models.layers import dense_stack
 
-POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d, "none": None}  # none: no pooling, the size is kept
+# none: no pooling, the size is kept
+POOLS = choices.implement(choices.POOLS, {"max": nn.MaxPool2d, "avg": nn.AvgPool2d, "none": None})
 
 
 @register_model

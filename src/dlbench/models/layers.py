@@ -1,8 +1,10 @@
 """Small pieces the model families share."""
 from torch import nn
 
-ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid,
-               "gelu": nn.GELU}
+from dlbench import choices
+
+ACTIVATIONS = choices.implement(choices.ACTIVATIONS, {
+    "relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU})
 
 
 def activation(name: str) -> nn.Module:

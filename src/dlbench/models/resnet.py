@@ -4,6 +4,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from dlbench import choices
 from dlbench.models.registry import register_model
 
 
@@ -38,7 +39,7 @@ def small_stem(in_channels: int, channels: int) -> list[nn.Module]:
             nn.ReLU(inplace=True)]
 
 
-STEMS = {"imagenet": imagenet_stem, "small": small_stem}
+STEMS = choices.implement(choices.STEMS, {"imagenet": imagenet_stem, "small": small_stem}, extra=("auto",))
 SMALL_INPUT = 64  # stem=auto takes the small stem below this side length
 
 

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from dlbench import choices
 from dlbench.models.registry import register_model
 
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}  # blocks of `hidden` rows in weight_ih / weight_hh
@@ -112,8 +113,9 @@ class ScratchRecurrent(nn.Module):
 
 def recurrent_layer(mode: str, impl: str, input_size: int, hidden: int, layers: int, dropout: float,
                     bidirectional: bool) -> nn.Module:
-    impls = {"torch": lambda **kw: TORCH_LAYERS[mode](batch_first=True, **kw),
-             "scratch": lambda **kw: ScratchRecurrent(mode, **kw)}
+    impls = choices.implement(choices.RECURRENT_IMPLS, {
+        "torch": lambda **kw: TORCH_LAYERS[mode](batch_first=True, **kw),
+        "scratch": lambda **kw: ScratchRecurrent(mode, **kw)})
     if impl not in impls:
         raise ValueError(f"unknown impl {impl!r}; valid: {', '.join(impls)}")
     return impls[impl](input_size=input_size, hidden_size=hidden, num_layers=layers,
