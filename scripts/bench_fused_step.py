@@ -20,8 +20,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dlbench.launchers.fused import mlp_forward, mlp_plan
-from dlbench.launchers.vectorised import StackedParameters, VectorisedOptimizer
+from dlbench.launchers.fused.model import mlp_forward, mlp_plan
+from dlbench.launchers.fused.vectorised import StackedParameters, VectorisedOptimizer
 
 
 BATCH = 64

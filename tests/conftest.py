@@ -12,7 +12,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 import pytest  # noqa: E402
 
-from dlbench import train as train_module  # noqa: E402  (`dlbench` below is the command-line helper)
+from dlbench.run import build as train_module  # noqa: E402  (`dlbench` below is the command-line helper)
 from dlbench.callbacks import Callback  # noqa: E402
 from dlbench.config import compose  # noqa: E402
 

@@ -80,7 +80,7 @@ def test_a_fused_run_has_the_numbers_it_has_alone(tmp_path, case):
 def test_the_per_parameter_layout_of_large_models_has_the_numbers_alone_too(tmp_path, monkeypatch):
     """Small models train from one flat buffer, large ones from a tensor per parameter: here the
     small test models are made to take the large models' layout."""
-    from dlbench.launchers import vectorised
+    from dlbench.launchers.fused import vectorised
 
     monkeypatch.setattr(vectorised, "FLAT_ELEMENTS_PER_TENSOR", 0)
     args = ["lr=0.1,0.03", "optimizer.momentum=0.9", "optimizer.nesterov=true", "optimizer.weight_decay=1e-3",
@@ -119,7 +119,7 @@ def test_members_with_data_of_their_own_gather_their_own_batches(tmp_path, monke
     """Seeds give each member its own split: too large to stack, each member's batches are gathered
     apart and stacked a step at a time. Training sets of 540 and 560 examples are 9 batches of 64
     each, but their last batches differ (28, 48): they cannot share a step and train alone."""
-    from dlbench.launchers import fused
+    from dlbench.launchers.fused import epoch as fused
 
     monkeypatch.setattr(fused, "STACK_BYTES", 0)
     args = ["lr=0.1", "seed=0,1,2", "optimizer.momentum=0.9", "epochs=2"]
@@ -138,7 +138,7 @@ def test_members_with_data_of_their_own_gather_their_own_batches(tmp_path, monke
 def test_runs_whose_models_compute_another_function_of_the_same_shapes_train_apart(tmp_path, monkeypatch, capsys):
     """tanh and sigmoid MLPs have the same parameter shapes: each trains as itself. Were they put in
     one group (a model whose difference the launcher cannot see), the group fails, loudly."""
-    from dlbench.launchers import fused
+    from dlbench.launchers.fused import grouping as fused
 
     args = ["lr=0.1", "model.activation=tanh,sigmoid", "epochs=2"]
     assert sweep(tmp_path / "alone", *args, fused=False) == 0
@@ -231,8 +231,8 @@ def test_the_batched_matmul_forward_of_stacked_mlps_is_vmaps(shared, own_layout,
     from torch import nn
     from torch.func import functional_call, vmap
 
-    from dlbench.launchers import fused
-    from dlbench.launchers.fused import MaskedDropout, mlp_forward, mlp_plan
+    from dlbench.launchers.fused import model as fused
+    from dlbench.launchers.fused.model import MaskedDropout, mlp_forward, mlp_plan
     from dlbench.models.mlp import mlp
 
     monkeypatch.setattr(fused, "MATMUL_PER_MEMBER", set() if own_layout == "bmm" else {"cpu"})
@@ -301,8 +301,8 @@ def test_a_runs_clock_leaves_out_the_work_done_for_other_runs_of_the_sweep(tmp_p
     import time
     import types
 
-    from dlbench import train as train_module
-    from dlbench.launchers import fused
+    from dlbench.run import lifecycle as train_module
+    from dlbench.launchers.fused import members as fused
     from dlbench.tasks.base import Task
 
     jumps = [0.0]

@@ -210,7 +210,7 @@ def test_augmentation_keeps_labels_and_shapes_and_changes_pixels():
 
 
 def test_augmentation_is_applied_to_training_batches_only(in_tmp):
-    import dlbench.train as t
+    import dlbench.run.build as t
 
     cfg = digits_cfg("epochs=2", "regularizer=augmentation", "regularizer.augmentation.noise_std=3.0",
                      "regularizer.augmentation.hflip=false")

@@ -8,7 +8,7 @@ from torch import nn
 
 from dlbench.analysis import blend, interpolate, pca_2d, trajectory
 from dlbench.artifacts import read_metrics
-from dlbench.recorder import Recorder
+from dlbench.run.recorder import Recorder
 from dlbench.callbacks.probes import GradNorm, dead_relu_fractions, layer_outputs
 from dlbench.probing import hessian_eigenvalues, input_gradient_norm, positive_eigenvalue_fraction, \
     top_hessian_eigenvalue

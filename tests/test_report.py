@@ -7,7 +7,9 @@ import statistics
 import pytest
 import yaml
 
-from dlbench.report import Best, ReportError, build_table, cell_text, load_runs, lr_notes, main, markdown, table_grid
+from dlbench.report import Best, build_table, cell_text, lr_notes, markdown, table_grid
+from dlbench.report_cli import main
+from dlbench.runs import ReportError, load_runs
 
 ACC = {("0.1", "mlp"): [0.80, 0.84, 0.83], ("0.1", "cnn"): [0.90, 0.88, 0.91],
        ("0.01", "mlp"): [0.70, 0.72, 0.75], ("0.01", "cnn"): [0.86, 0.85, 0.80]}
@@ -165,7 +167,7 @@ def test_runs_of_a_partial_sweep_not_started_yet_are_shown(tmp_path):
 
 
 def test_numbers_spelled_differently_are_one_value():
-    from dlbench.report import canonical, parse_override
+    from dlbench.runs import canonical, parse_override
 
     assert parse_override("lr=1e-3") == parse_override("lr=0.001") == ("lr", "0.001")
     assert canonical("10") == "10" and canonical("cnn") == "cnn" and canonical("[64,64]") == "[64,64]"

@@ -1,4 +1,5 @@
-"""Static checks of src/dlbench that the redesign (issue 11) must satisfy: no import cycle, short
+"""Static checks of src/dlbench: one-way layers and no import cycle (function-level imports
+counted too: a deferred import saves start-up time, it does not hide a dependency), short
 functions, and no module outside dlbench.tasks branching on a task or metric string.
 
 Only `ast` and the file system: nothing here imports dlbench, so a cycle cannot hide behind the
@@ -86,9 +87,21 @@ def with_parents(module: str) -> list[str]:
     return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
 
 
-def imported_modules(module: str, path: Path, modules: dict[str, Path]):
-    """(dlbench module, line) for each dlbench module whose code runs when `module` is imported."""
-    for node in import_time_imports(parse(path).body):
+def every_import(tree: ast.Module):
+    """Every import statement, wherever it runs (module level or inside a function), but those
+    under `if TYPE_CHECKING:`, which never run."""
+    skipped = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and is_type_checking(node.test)
+               for n in ast.walk(node)}
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in skipped:
+            yield node
+
+
+def imported_modules(module: str, path: Path, modules: dict[str, Path], deferred: bool = True):
+    """(dlbench module, line) for each dlbench module whose code `module` runs: when it is
+    imported, and (deferred) in its functions."""
+    tree = parse(path)
+    for node in (every_import(tree) if deferred else import_time_imports(tree.body)):
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         else:
@@ -103,14 +116,14 @@ def imported_modules(module: str, path: Path, modules: dict[str, Path]):
                     yield name, node.lineno
 
 
-def import_graph() -> dict[str, dict[str, int]]:
+def import_graph(deferred: bool = True) -> dict[str, dict[str, int]]:
     """{importer: {imported: line of the first statement that imports it}}"""
     modules = sources()
     graph = {}
     for module, path in modules.items():
         edges = graph[module] = {}
-        for target, line in imported_modules(module, path, modules):
-            edges.setdefault(target, line)
+        for target, line in imported_modules(module, path, modules, deferred):
+            edges.setdefault(target, min(line, edges.get(target, line)))
     return graph
 
 
@@ -179,6 +192,52 @@ def test_no_import_cycle():
         lines.append(f"    (all {len(component)} modules in this knot: {', '.join(component)})")
     if lines:
         pytest.fail("import cycle(s) among dlbench modules:\n" + "\n".join(lines), pytrace=False)
+
+
+# The layers, lowest first: a module imports only from its own layer and those below (a package
+# name stands for the package and everything in it). Within a layer, test_no_import_cycle keeps
+# the imports one-way.
+LAYERS = (
+    ("leaves", {"dlbench", "dlbench.errors", "dlbench.status", "dlbench.metrics", "dlbench.choices",
+                "dlbench.figures", "dlbench.artifacts"}),
+    ("config", {"dlbench.config", "dlbench.schema", "dlbench.overrides", "dlbench.study_block"}),
+    ("components", {"dlbench.data", "dlbench.models", "dlbench.tasks", "dlbench.callbacks", "dlbench.losses",
+                    "dlbench.regularizers", "dlbench.optim", "dlbench.precision", "dlbench.loop", "dlbench.probing",
+                    "dlbench.runtime", "dlbench.threads", "dlbench.weights"}),
+    ("run", {"dlbench.run", "dlbench.train"}),
+    ("sweeps and reading", {"dlbench.launchers", "dlbench.sweep", "dlbench.study", "dlbench.report",
+                            "dlbench.runs", "dlbench.info", "dlbench.analysis"}),
+    ("commands", {"dlbench.cli", "dlbench.__main__", "dlbench.launch", "dlbench.listing", "dlbench.report_cli",
+                  "dlbench.data.install"}),
+)
+
+
+def layer_of(module: str) -> int:
+    """The layer of a module: the one naming it or, failing that, its nearest package."""
+    for name in reversed(with_parents(module)):
+        found = [i for i, (_, names) in enumerate(LAYERS) if name in names]
+        if found:
+            return found[-1]
+    raise AssertionError(f"{module} is in no layer of tests/test_structure.py LAYERS; add it where it belongs")
+
+
+def test_every_module_imports_only_its_own_layer_and_those_below():
+    graph, modules = import_graph(), sources()
+    upward = [f"{where(modules[a], line)} {a} ({LAYERS[layer_of(a)][0]}) imports {b} ({LAYERS[layer_of(b)][0]})"
+              for a, edges in sorted(graph.items()) for b, line in sorted(edges.items())
+              if layer_of(b) > layer_of(a)]
+    if upward:
+        pytest.fail("imports against the layers (a lower layer must not import a higher one):\n" + "\n".join(upward),
+                    pytrace=False)
+
+
+def test_the_layer_check_sees_a_deferred_import(tmp_path):
+    """A function-level import is an edge: the check is not blind to what a function imports."""
+    path = tmp_path / "mod.py"
+    path.write_text("import os\n\ndef f():\n    from dlbench import report\n")
+    modules = {"dlbench.errors": path, "dlbench.report": path}
+    assert list(imported_modules("dlbench.errors", path, modules)) == [("dlbench.report", 4)]
+    assert list(imported_modules("dlbench.errors", path, modules, deferred=False)) == []
 
 
 # ---------------------------------------------------------------- function length

@@ -18,8 +18,9 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
 
 from dlbench.config import CONF_DIR
-from dlbench.report import main as report_main
-from dlbench.sweep import available_cpus, failed_runs, objective_value, recorded_sweep, threads_per_job
+from dlbench.report_cli import main as report_main
+from dlbench.run.outcome import objective_value
+from dlbench.sweep import available_cpus, failed_runs, recorded_sweep, threads_per_job
 from tests.conftest import dlbench
 
 # two learning rates x two seeds, plus a rate that diverges (its two seeds too)

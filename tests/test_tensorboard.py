@@ -320,7 +320,7 @@ def test_a_resumed_run_keeps_its_projector_layout_and_pictures(tmp_path, extra_c
 
 
 def test_a_sweeps_hparams_list_its_swept_keys_first_with_the_names_a_person_chose():
-    from dlbench.recorder import hparams_summaries, run_hparams
+    from dlbench.run.recorder import hparams_summaries, run_hparams
 
     swept = ["model.hidden", "variant"]
     hparams = run_hparams(digits_cfg("model.hidden=[32]", "optimizer=adam"), swept, {"variant": "first_mlp/mse"})

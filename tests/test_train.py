@@ -91,6 +91,21 @@ def test_an_interrupted_run_resumes_to_the_same_result(in_tmp, extra_callback):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_run_exited_mid_training_stays_running_and_resumes(in_tmp, extra_callback):
+    """A SystemExit inside the loop (submitit exits a job so when SLURM requeues it at its time
+    limit) is no end of the run: it is left `running`, not `completed`, and the next attempt trains
+    it on to all its epochs."""
+    cfg = digits_cfg("epochs=4")
+    extra_callback(StopAfter(2, SystemExit(-1)))
+    with pytest.raises(SystemExit):
+        run(cfg, run_dir=in_tmp / "run")
+    exited = json.loads((in_tmp / "run" / "summary.json").read_text())
+    assert (exited["status"], exited["epochs_completed"]) == ("running", 2)
+    extra_callback(Callback())
+    resumed = run(cfg, run_dir=in_tmp / "run")
+    assert (resumed["status"], resumed["epochs_completed"]) == ("completed", 4)
+
+
 def test_a_finished_run_is_not_run_again(in_tmp):
     first = run(digits_cfg(), run_dir=in_tmp / "run")
     again = run(digits_cfg(), run_dir=in_tmp / "run")

@@ -8,7 +8,7 @@ import torch
 from omegaconf import OmegaConf
 
 from dlbench.artifacts import read_metrics
-from dlbench.checkpoint import load as load_checkpoint
+from dlbench.run.checkpoint import load as load_checkpoint
 from dlbench.config import build
 from dlbench.errors import CorruptFileError, UserError, first_line
 from dlbench.figures import pyplot, save_figure

@@ -28,6 +28,8 @@ FEATURES = ("x1", "x2", "x1sq", "x2sq", "x1x2", "sin_x1", "sin_x2")  # data.synt
 BOOLEAN_FUNCTIONS = ("and", "or", "xor", "nand", "nor", "xnor")   # data.synthetic
 EMBEDDING_METHODS = ("pca", "tsne", "umap")                       # callbacks.probes
 MONITOR_MODES = ("min", "max")                                    # early stopping, reduce-on-plateau
+ANALYSIS_KINDS = ("interpolate", "trajectory", "gallery", "overlay", "scatter", "per_class", "steps", "text",
+                  "examples", "info")                             # study.analyses (a study's analyses: kind)
 
 
 def implement(choices: tuple, table: T, extra: tuple = ()) -> T:

@@ -40,8 +40,8 @@ def _lazy(target: str) -> Callable[[list[str]], int]:
 COMMANDS = {
     "train": _lazy("dlbench.launch:train_main"),
     "resume": _lazy("dlbench.launch:resume_main"),
-    "report": _lazy("dlbench.report:main"),
-    "list": _lazy("dlbench.config:list_main"),
+    "report": _lazy("dlbench.report_cli:main"),
+    "list": _lazy("dlbench.listing:list_main"),
     "data": _lazy("dlbench.data.install:main"),
     "info": _lazy("dlbench.info:main"),
     "interpolate": _lazy("dlbench.analysis:interpolate_main"),

@@ -1,5 +1,5 @@
-"""Where the configs live, the resolvers they use, composing them outside the CLI, and `dlbench list`
-of what they can name."""
+"""Where the configs live, the resolvers they use, the options each group offers, and composing
+them outside the CLI."""
 import ast
 import hashlib
 import re
@@ -12,7 +12,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from dlbench.errors import UserError, first_line
+from dlbench.errors import UserError
 
 # A wheel carries conf/ inside the package; an editable install reads the repository's conf/.
 _PACKAGED = Path(__file__).resolve().parent / "conf"
@@ -63,21 +63,6 @@ def registered_models() -> set[str]:
     return names
 
 
-def list_main(args: list[str]) -> int:
-    for group in GROUPS:
-        options = group_options(group)
-        print(f"{group + ':':<13}{' '.join(options) if options else '(none yet)'}")
-    unconfigured = sorted(registered_models() - set(group_options("model")))
-    if unconfigured:
-        print(f"{'':<13}(registered without a config: {' '.join(unconfigured)})")
-    from dlbench.study import studies
-
-    print("\nstudies (dlbench train experiment=NAME; quick=true for a one-minute version):")
-    for name, about in studies().items():
-        print(f"  {name:<26}{about}")
-    return 0
-
-
 def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     """The same config `dlbench train <overrides>` would run, for Python users and tests."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -99,17 +84,11 @@ def sweep_points(args: list[str]) -> list[list[str]]:
     """The override lists to check for a `dlbench train` command line: every override at its first
     value, then each other value of each sweep override in turn (a sum, not the product, of the
     sweep's values). Hydra's own keys (hydra.*, hydra/...) are Hydra's to check."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import OverrideParseException
+    from dlbench.overrides import parse_or_explain
 
     multirun = "-m" in args or "--multirun" in args
     lines = [a for a in args if not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
-    try:
-        parsed = OverridesParser.create().parse_overrides(lines)
-    except OverrideParseException as err:
-        bad = next((a for a in lines if _unparsable(a)), " ".join(lines))
-        raise UserError(f"{bad}: cannot be parsed as an override ({first_line(err)}); write key=value, and "
-                        f"quote a value with spaces, commas or brackets: key='a value'") from None
+    parsed = parse_or_explain(lines)
     sweeps = [o for o in parsed if o.is_sweep_override() and not o.is_interval_sweep()]
     if sweeps and not multirun:
         raise UserError(f"{sweeps[0].input_line}: several values for one run; add -m to sweep over them "
@@ -122,17 +101,6 @@ def sweep_points(args: list[str]) -> list[list[str]]:
     for key, vals in values.items():
         points += [[*fixed, *{**first, key: f"{key}={v}"}.values()] for v in vals[1:]]
     return points
-
-
-def _unparsable(override: str) -> bool:
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import OverrideParseException
-
-    try:
-        OverridesParser.create().parse_overrides([override])
-        return False
-    except OverrideParseException:
-        return True
 
 
 def compose_or_explain(overrides: list[str]) -> DictConfig:

@@ -19,6 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from dlbench import schema
 from dlbench.config import build, compose_or_explain, sweep_points
 from dlbench.errors import UserError
+from dlbench.run.check import check_fit
 from dlbench.data import DataShape, data_shape
 
 
@@ -257,7 +258,7 @@ def main(args: list[str]) -> int:
         raise UserError(f"{' '.join(overrides)}: info describes one config; give one value per key")
     cfg = compose_or_explain(overrides)
     schema.check(cfg)
-    schema.check_fit(cfg)
+    check_fit(cfg)
     report = info(cfg)
     print(json.dumps(report, indent=2) if "--json" in args else render(report))
     return 0

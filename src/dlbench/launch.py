@@ -4,24 +4,23 @@ import logging
 import os
 import signal
 import sys
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from dlbench import runfolder, study
+from dlbench import study
 from dlbench.config import CONF_DIR, compose_or_explain, run_name, sweep_points
-from dlbench.errors import USER_ERROR_STATUS, DataNotFoundError, RunFolderError, UserError
-from dlbench.sweep import available_cpus, failed_runs, launched, objective_value, recorded_sweep, threads_per_job
+from dlbench.errors import USER_ERROR_STATUS, UserError
+from dlbench.run import runfolder
+from dlbench.run.outcome import DEBUG, debugging, refused_runs
+from dlbench.run.runfolder import CONTINUE_FINISHED
+from dlbench.sweep import available_cpus, failed_runs, launched, recorded_sweep, threads_per_job
 
 log = logging.getLogger("dlbench")
-debug_flag = False
-current: list[Path] = []   # the run folders this process's jobs ran in
-refused: list[Path] = []   # runs of a sweep refused their folder (another process, another run): none recorded
 
 # Hydra flags that print and exit: no run folder is made for them
 INFO_FLAGS = {"--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc",
@@ -33,11 +32,10 @@ def _job(cfg: DictConfig) -> float | None:
     `objective` value, which is what a sweeper such as Optuna optimises."""
     import torch  # here: `dlbench train --help` and a bad override answer without loading torch
 
+    from dlbench.run.outcome import job_return
     from dlbench.train import run
 
     hydra_cfg = HydraConfig.get()
-    multirun = hydra_cfg.mode == RunMode.MULTIRUN
-    current.append(Path(hydra_cfg.runtime.output_dir))
     threads = cfg.trainer.threads
     if threads == "auto" and hydra_cfg.launcher.get("cpus_per_task"):
         cfg.trainer.threads = threads = int(hydra_cfg.launcher.cpus_per_task)  # a cluster task owns its cores
@@ -46,29 +44,9 @@ def _job(cfg: DictConfig) -> float | None:
     if isinstance(threads, int):
         torch.set_num_threads(threads)
     try:
-        summary = run(cfg)
-    except UserError as err:
-        # the same for every run (no data), or a single run: say it and stop; else the sweep goes on
-        if debugging():
-            raise
-        if isinstance(err, DataNotFoundError) or not multirun:
-            print(f"dlbench: {err}", file=sys.stderr)
-            sys.exit(USER_ERROR_STATUS)
-        print(f"dlbench: run {hydra_cfg.job.num} ({hydra_cfg.runtime.output_dir}): {err}", file=sys.stderr)
-        refused.extend([current[-1]] if isinstance(err, RunFolderError) else [])
-        summary = None
-    except Exception:
-        if not multirun:
-            raise
-        # a program bug: its traceback shows where; the run recorded itself as failed and the sweep goes on
-        log.exception("run failed: %s", hydra_cfg.runtime.output_dir)
-        summary = None
-    return objective_value(summary, cfg.objective, str(hydra_cfg.sweeper.get("direction", "maximize")))
-
-
-def debugging() -> bool:
-    """--debug or HYDRA_FULL_ERROR=1: a user error shows its traceback too."""
-    return debug_flag or os.environ.get("HYDRA_FULL_ERROR") == "1"
+        return job_return(cfg, run(cfg))
+    except (KeyboardInterrupt, Exception) as err:
+        return job_return(cfg, err)
 
 
 _hydra_train = hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")(_job)
@@ -85,9 +63,10 @@ def _make_unique_dir(base: Path) -> Path:
     raise RuntimeError(f"could not create a unique folder next to {base}")
 
 
-def _with_run_dir(args: list[str]) -> tuple[list[str], Path | None]:
+def _with_run_dir(args: list[str]) -> tuple[list[str], Path | None, bool]:
     """Add hydra.run.dir / hydra.sweep.dir with a folder made now, unless the user chose one
-    (`--into DIR` is the short spelling)."""
+    (`--into DIR` is the short spelling). Returns the arguments, the folder (None for Hydra's
+    flags that print and exit) and whether it was made here."""
     multirun = "-m" in args or "--multirun" in args
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     if "--into" in args:
@@ -95,8 +74,11 @@ def _with_run_dir(args: list[str]) -> tuple[list[str], Path | None]:
         if at + 1 == len(args):
             raise UserError("--into: no folder given; write --into DIR")
         args = [*args[:at], f"{key}='{args[at + 1]}'", *args[at + 2:]]
-    if any(a.split("=")[0] in INFO_FLAGS for a in args) or any(a.startswith(key + "=") for a in args):
-        return args, None
+    if any(a.split("=")[0] in INFO_FLAGS for a in args):
+        return args, None, False
+    given = [a.split("=", 1)[1] for a in args if a.startswith(key + "=")]
+    if given:
+        return args, Path(given[-1].strip("'\"")), False
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     if multirun:
         base = Path("outputs/sweeps") / stamp
@@ -104,7 +86,7 @@ def _with_run_dir(args: list[str]) -> tuple[list[str], Path | None]:
         overrides = [a for a in args if "=" in a and not a.startswith(("hydra.", "hydra/", "-"))]
         base = Path("outputs/runs") / (stamp + ("_" + run_name(overrides) if overrides else ""))
     path = _make_unique_dir(base)
-    return [*args, f"{key}='{path}'"], path
+    return [*args, f"{key}='{path}'"], path, True
 
 
 def preflight(args: list[str]) -> None:
@@ -113,13 +95,15 @@ def preflight(args: list[str]) -> None:
     before data loads, and before Hydra writes anything."""
     if any(a.split("=")[0] in INFO_FLAGS for a in args):
         return
-    from dlbench import schema, study
+    from dlbench import schema
 
     configs = [compose_or_explain(point) for point in sweep_points([*study.sweep_params(args), *args])]
     for cfg in configs:
         schema.check(cfg)
+    from dlbench.run.check import check_fit  # torch: only once the overrides are known good
+
     for cfg in configs:
-        schema.check_fit(cfg)
+        check_fit(cfg)
 
 
 class SacctSaidOnce(logging.Filter):
@@ -150,19 +134,26 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def train_main(args: list[str]) -> int:
-    global debug_flag
-    debug_flag = "--debug" in args
+def train_main(args: list[str], continue_finished: bool = False) -> int:
+    """`dlbench train ARGS`; continue_finished: a completed run in the folder may train on to more
+    epochs (`dlbench resume RUN epochs=N`)."""
+    env = {DEBUG: "1"} if "--debug" in args else {}
+    env.update({CONTINUE_FINISHED: "1"} if continue_finished else {})
+    with environment(env):  # what the runs read, in this process or a launcher's worker
+        return _train(args)
+
+
+def _train(args: list[str]) -> int:
     args = [a for a in args if a != "--debug"]
-    made = None
+    made = folder = None
     signal.signal(signal.SIGTERM, _interrupt)  # a killed run is recorded as interrupted
-    launched.clear(), refused.clear(), current.clear()
+    launched.clear()
     sacct_said_once.said = False
     logging.getLogger("submitit").addFilter(sacct_said_once)  # once: the logger keeps one of each filter
     try:
         if not any(a.split("=")[0] in INFO_FLAGS for a in args):
             args = study.expand(args)
-        args, made = _with_run_dir(args)
+        args, folder, made = _with_run_dir(args)
         sys.argv = ["dlbench train", *args]  # Hydra reads its overrides from sys.argv
         preflight(args)
         _hydra_train()
@@ -176,21 +167,36 @@ def train_main(args: list[str]) -> int:
     except KeyboardInterrupt as why:
         if debugging():
             raise
-        folder = launched[-1][0] if launched else (current[-1] if current else None)
-        hint = f"; `dlbench resume {folder}` continues it" if folder else ""
+        started = folder is not None and folder.is_dir() and any(folder.iterdir())
+        hint = f"; `dlbench resume {folder}` continues it" if started else ""
         print(f"dlbench: interrupted ({why or 'Ctrl-C'}){hint}", file=sys.stderr)
         return 130
     finally:
-        if made is not None:
+        if made:
             with suppress(OSError):
-                made.rmdir()  # still empty: stopped before running (e.g. a bad override)
+                folder.rmdir()  # still empty: stopped before running (e.g. a bad override)
     # each run's folder tells, wherever it ran: this process, a joblib worker, a submitit job
     failed = [str(run) for sweep_dir, started in launched for run in failed_runs(sweep_dir, started)]
-    failed += [str(run) for run in refused]
+    failed += [str(run) for sweep_dir, started in launched for run in refused_runs(sweep_dir, started)]
     if failed:
         print(f"dlbench: {len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
+
+
+@contextmanager
+def environment(values: dict[str, str]):
+    """os.environ with `values` set while the block runs, as it was after."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def write_report(sweep_dir: Path) -> None:
@@ -219,6 +225,6 @@ def resume_main(args: list[str]) -> int:
     except UserError as err:
         print(f"dlbench: {err}", file=sys.stderr)
         return USER_ERROR_STATUS
-    runfolder.continue_finished = any(o.split("=")[0] == "epochs" for o in extra)
     given = {o.split("=")[0] for o in extra}
-    return train_main([*(o for o in overrides if o.split("=")[0] not in given), *extra, f"hydra.run.dir='{folder}'"])
+    return train_main([*(o for o in overrides if o.split("=")[0] not in given), *extra, f"hydra.run.dir='{folder}'"],
+                      continue_finished="epochs" in given)

@@ -1,23 +1,18 @@
-"""`dlbench report`: the runs of one or more sweeps read back together. A table whose rows and
-columns are the overrides that vary and whose cells are mean ± std over seeds, notes (the largest
-learning rate that did not diverge), every run with its status, and overlaid curves."""
-import argparse
+"""The report of sweeps' runs (read by dlbench.runs): a table whose rows and columns are the
+overrides that vary and whose cells are mean ± std over seeds, notes (the largest learning rate
+that did not diverge), every run with its status, and overlaid curves; report.md, report.csv,
+runs.csv and plots/."""
 import csv
 import io
 import math
 import statistics
-import sys
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from dlbench.artifacts import epochs_to_target, read_metrics
-from dlbench.errors import CorruptFileError, UserError, first_line
 from dlbench.figures import pyplot, save_figure
 from dlbench.metrics import goal
-from dlbench.runfolder import read_overrides, read_summary
+from dlbench.runs import ReportError, Run, load_runs
 from dlbench.status import Status
 
 REPLICATE_KEYS = ("seed",)  # runs that differ only in these are repeats of one cell
@@ -26,129 +21,6 @@ FALLBACK_COLUMNS = ("test/acc", "best/{monitor}", "epochs_to_target", "params", 
 LR_KEYS = ("lr", "optimizer.lr")
 # None there means the target (or grokking's threshold) was never reached
 NOT_REACHED = ("epochs_to_target", "seconds_to_target", "grokking/train_step", "grokking/val_step", "grokking/gap")
-
-
-class ReportError(UserError):
-    pass
-
-
-@dataclass
-class Run:
-    path: Path
-    overrides: dict[str, str]   # key -> value as typed on the command line
-    summary: dict
-    history: list[dict] = field(default_factory=list)  # metrics.jsonl, one dict per epoch
-
-    @property
-    def status(self) -> str:
-        return self.summary.get("status", Status.RUNNING)
-
-    def value(self, metric: str):
-        """A summary field, or `best/<curve metric>` computed from the stored curve."""
-        if metric in self.summary:
-            return self.summary[metric]
-        if metric.startswith("best/"):
-            name = metric[len("best/"):]
-            values = [m[name] for m in self.history if m.get(name) is not None]
-            return goal(name, default=max)(values) if values else None
-        return None
-
-
-# ---------------------------------------------------------------- reading runs
-
-def is_run(path: Path) -> bool:
-    return (path / "summary.json").is_file() or (path / ".hydra" / "overrides.yaml").is_file()
-
-
-def find_runs(paths: list[Path]) -> list[Path]:
-    """Each path is a run folder or a folder holding runs at any depth (a sweep, outputs/)."""
-    found: list[Path] = []
-    for path in paths:
-        if not path.is_dir():
-            raise ReportError(f"{path}: no such folder; give sweep or run folders (outputs/sweeps/...)")
-        if is_run(path):
-            found.append(path)
-            continue
-        marks = [p.parent for p in path.rglob("summary.json")]
-        marks += [p.parent.parent for p in path.rglob("overrides.yaml") if p.parent.name == ".hydra"]
-        found += sorted(set(marks))
-    return list(dict.fromkeys(found))
-
-
-def parse_override(text: str) -> tuple[str, str]:
-    key, _, value = text.lstrip("+~").partition("=")
-    return key, canonical(value)
-
-
-def canonical(value: str) -> str:
-    """One spelling per number, so lr=1e-3 and lr=0.001 are the same row: ints stay ints, other
-    numbers take Python's shortest round-tripping form; anything else is kept as typed."""
-    for kind in (int, float):
-        try:
-            return repr(kind(value))
-        except ValueError:
-            continue
-    return value
-
-
-def load_run(path: Path, target: float | None = None) -> Run | None:
-    """The run in `path`; None, with a note, when one of its files cannot be read: the report
-    shows the other runs."""
-    try:
-        # a folder with no summary yet: the run was started and stopped before writing one
-        summary = read_summary(path) or {"status": Status.RUNNING}
-        overrides = read_overrides(path)
-        history = read_metrics(path)
-    except CorruptFileError as err:
-        print(f"dlbench report: skipped {path}: {err}", file=sys.stderr)
-        return None
-    run = Run(path, dict(map(parse_override, overrides or summary.get("overrides") or [])), summary, history)
-    if target is not None and summary.get("target_metric"):  # the metric its task judges it by
-        epoch, seconds = epochs_to_target(run.history, summary["target_metric"], target)
-        run.summary = {**summary, "target_acc": target, "epochs_to_target": epoch, "seconds_to_target": seconds}
-    return run
-
-
-def planned_runs(sweep_dir: Path) -> list[dict[str, str]]:
-    """The runs of the grid that sweep_dir/multirun.yaml records, for Hydra's basic sweeper (an
-    Optuna search decides its runs as it goes: nothing is planned ahead)."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
-
-    path = sweep_dir / "multirun.yaml"
-    try:
-        hydra_cfg = (yaml.safe_load(path.read_text()) or {}).get("hydra", {}) if path.is_file() else {}
-    except (yaml.YAMLError, AttributeError) as err:
-        print(f"dlbench report: {path} cannot be read ({first_line(err)}): runs not started are not shown",
-              file=sys.stderr)
-        return []
-    if not str(hydra_cfg.get("sweeper", {}).get("_target_", "")).endswith("BasicSweeper"):
-        return []
-    params = [f"{k}={v}" for k, v in (hydra_cfg["sweeper"].get("params") or {}).items()]
-    try:
-        parsed = OverridesParser.create().parse_overrides([*params, *hydra_cfg["overrides"]["task"]])
-        jobs = BasicSweeper.split_arguments(parsed, None)[0]
-    except HydraException:  # a sweep the grid cannot be rebuilt from without the configs (glob)
-        return []
-    return [dict(map(parse_override, job)) for job in jobs]
-
-
-def not_started(sweep_dir: Path, runs: list[Run]) -> list[Run]:
-    """Runs of the recorded grid with no folder yet: a report of a partial sweep shows them."""
-    from dlbench.config import run_name
-
-    found = [r.overrides for r in runs]
-    return [Run(sweep_dir / run_name(f"{k}={v}" for k, v in o.items()), o, {"status": "not started"})
-            for o in planned_runs(sweep_dir) if o not in found]
-
-
-def load_runs(paths: list[Path], target: float | None = None) -> list[Run]:
-    runs = [run for p in find_runs(paths) if (run := load_run(p, target)) is not None]
-    runs += [r for p in paths for r in not_started(p, runs)]
-    if not runs:
-        raise ReportError(f"{', '.join(map(str, paths))}: no runs there; give the folder a sweep or run was trained into")
-    return runs
 
 
 # ---------------------------------------------------------------- the table
@@ -477,7 +349,7 @@ def plot_metric_vs(table: Table, metric: str, path: Path) -> bool:
     return True
 
 
-# ---------------------------------------------------------------- the command
+# ---------------------------------------------------------------- the files
 
 def write_report(table: Table, runs: list[Run], out: Path, fmt_name: str, title: str | None = None,
                  curves: tuple[str, ...] = ("loss", "acc"), sections: list[str] = ()) -> str:
@@ -509,38 +381,6 @@ def write_report(table: Table, runs: list[Run], out: Path, fmt_name: str, title:
 
 def unfinished(runs: list[Run]) -> list[str]:
     return [f"{r.status}: {r.path}" for r in runs if r.status != Status.COMPLETED]
-
-
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    def keys(text: str) -> list[str]:
-        return [k for k in text.split(",") if k]
-
-    parser = argparse.ArgumentParser(prog="dlbench report", description="The results table and plots of sweeps.")
-    parser.add_argument("folders", nargs="+", type=Path, help="sweep folders, run folders, or folders of sweeps")
-    parser.add_argument("--out", type=Path,
-                        help="where report.md, report.csv and plots/ go (default: the first folder)")
-    parser.add_argument("--rows", type=keys, help="override keys for the rows, e.g. lr (comma-separated)")
-    parser.add_argument("--cols", type=keys, help="override keys for the columns, e.g. model")
-    parser.add_argument("--metric", action="append", type=keys,
-                        help="summary metrics for the cells (repeat or comma-separate); default: test/acc, "
-                             "best/val/acc (best/test/acc without a validation split), epochs_to_target, params, "
-                             "wall_seconds")
-    parser.add_argument("--target", type=float, help="recompute epochs_to_target for this accuracy from the curves")
-    parser.add_argument("--format", choices=("md", "csv", "latex"), default="md", help="what is printed")
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str]) -> int:
-    args = parse_args(argv)
-    from dlbench import study
-
-    layout = study.read_study(args.folders[0]) if len(args.folders) == 1 else None
-    if layout is not None and not (args.rows or args.cols or args.metric or args.target):  # the study's own
-        print(study.finish(args.folders[0], out=args.out, fmt_name=args.format))
-        return 0
-    metrics = [m for group in args.metric for m in group] if args.metric else None
-    print(report(args.folders, metrics, args.rows, args.cols, args.target, args.format, args.out))
-    return 0
 
 
 def report(folders: list[Path], metrics: list[str] | None = None, rows: list[str] | None = None,

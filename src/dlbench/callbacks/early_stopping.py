@@ -4,7 +4,7 @@ import torch
 
 from dlbench import choices
 from dlbench.callbacks import Callback
-from dlbench.checkpoint import save_atomic, save_best
+from dlbench.weights import save_atomic, save_best
 from dlbench.status import Status
 
 

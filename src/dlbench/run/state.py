@@ -12,7 +12,7 @@ from dlbench.metrics import improves
 from dlbench.models.registry import count_params
 from dlbench.optim import Schedule
 from dlbench.precision import FP32, Precision
-from dlbench.recorder import Recorder
+from dlbench.run.recorder import Recorder
 from dlbench.status import Status
 from dlbench.tasks import Task
 

@@ -5,17 +5,13 @@ from pathlib import Path
 
 import torch
 
-from dlbench.artifacts import atomic_path, truncate_metrics
+from dlbench.artifacts import truncate_metrics
 from dlbench.errors import CorruptFileError, RunFolderError, first_line
-from dlbench.runfolder import tolerated
+from dlbench.run.runfolder import tolerated
 from dlbench.runtime import rng_state, set_rng_state
+from dlbench.weights import save_atomic, save_best
 
 log = logging.getLogger("dlbench")
-
-
-def save_atomic(obj: dict, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
 
 
 def save(state, callbacks) -> None:
@@ -23,12 +19,6 @@ def save(state, callbacks) -> None:
     save_atomic(full_state(state, callbacks), folder / "last.pt")
     if state.best.get("epoch") == state.epoch:
         save_best(state)
-
-
-def save_best(state) -> None:
-    """checkpoints/best.pt: the model as it is now, with state.best saying which epoch it is."""
-    save_atomic({"model": state.model.state_dict(), "epoch": state.best.get("epoch"), "best": state.best,
-                 "config": state.config()}, state.run_dir / "checkpoints" / "best.pt")
 
 
 def full_state(state, callbacks) -> dict:

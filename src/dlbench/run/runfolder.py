@@ -21,8 +21,9 @@ from dlbench.status import FINISHED, Status
 
 # knobs that change no number a run computes: a folder's run may be resumed with other values
 TOLERATED = ("trainer.progress", "trainer.threads", "logger.", "objective", "hydra.")
-# continuing a completed run to more epochs is asked for by `dlbench resume RUN epochs=N` only
-continue_finished = False
+# continuing a completed run to more epochs is asked for by `dlbench resume RUN epochs=N` only, which
+# sets this for its runs (an environment variable reaches a launcher's worker processes too)
+CONTINUE_FINISHED = "DLBENCH_CONTINUE_FINISHED"
 
 
 @contextmanager
@@ -111,7 +112,7 @@ def claim(run_dir: Path, overrides: list[str], epochs: int) -> dict | None:
         raise RunFolderError(f"{run_dir} holds a completed run of {done} epochs and {epochs} were asked for; "
                              "train into another folder (its checkpoints are of the last epoch only)")
     if epochs > done and previous["status"] == Status.COMPLETED and not previous.get("early_stopping"):
-        if continue_finished:
+        if os.environ.get(CONTINUE_FINISHED) == "1":
             return None
         raise RunFolderError(f"{run_dir} holds a completed run of {done} epochs and {epochs} were asked for; "
                              f"`dlbench resume {run_dir} epochs={epochs}` trains it on from epoch {done}")

@@ -1,39 +1,20 @@
-"""Studies: an experiment file with a `study:` node is one command that trains, analyses and reports.
-
-`dlbench train experiment=NAME` runs the file's sweep (its `hydra.sweeper.params`; the file sets
-`hydra.mode: MULTIRUN`), then writes the sweep's report.md laid out as the study says, with the
-sections its analyses add. `quick=true` puts the study's `quick` overrides before the user's: the
-same study, small enough for a first look and for the tests. Every other multirun gets the
-default report. The code here serves every study; a study itself is data:
-
-    study:
-      about: one line for `dlbench list`
-      quick: [epochs=2, dataset.limit=2000]   # overrides for quick=true (the user's own still win)
-      rows: [lr]                              # the table: override keys down and across,
-      cols: [model.hidden]                    # and the summary numbers in each cell
-      metrics: [test/acc, epochs_to_target]
-      curves: [loss, acc]                     # per-epoch metrics drawn for every run
-      analyses:                               # each one {kind: <a function below>, its arguments}
-        - {kind: interpolate, a: {batch_size: 64}, b: {batch_size: 1024}}
-
-Reading a study needs no torch: only the analyses that load weights import it.
-"""
-import functools
+"""The analyses a study's `analyses:` names, shared by every study: each takes the sweep's runs
+and a folder for its figures and returns its section of report.md (markdown lines). Only those
+that load weights or data import torch, and only when they run."""
 import json
 import math
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import yaml
-
-from dlbench.errors import ConfigError, UserError
+from dlbench import choices
+from dlbench.choices import ANALYSIS_KINDS
+from dlbench.errors import UserError
 from dlbench.figures import pyplot, save_figure
-from dlbench.report import Run, canonical, label, load_runs, markdown, report, value_order, varying_keys
 from dlbench.report import fmt as _fmt
+from dlbench.report import label, markdown, value_order, varying_keys
+from dlbench.runs import Run, canonical
 from dlbench.status import Status
 
-LAYOUT_KEYS = ("about", "quick", "rows", "cols", "metrics", "curves", "target", "analyses")
 ANALYSES: dict[str, Callable] = {}
 
 
@@ -41,124 +22,6 @@ def analysis(fn: Callable) -> Callable:
     ANALYSES[fn.__name__] = fn
     return fn
 
-
-# ---------------------------------------------------------------- the command line of a study
-
-def study_config(args: list[str]):
-    """The composed config (with Hydra's node) of a `dlbench train` command line, at every sweep
-    override's first value."""
-    return _composed(tuple(args))
-
-
-@functools.lru_cache(maxsize=4)  # expand and the check before the sweep ask for the same command line
-def _composed(args: tuple[str, ...]):
-    from hydra import compose, initialize_config_dir
-
-    from dlbench.config import CONF_DIR, compose_or_explain, sweep_points
-
-    if "--into" in args:  # its folder is not an override
-        at = args.index("--into")
-        args = (*args[:at], *args[at + 2:])
-    first = sweep_points([*args, "-m"])[0]
-    compose_or_explain(first)  # a bad override is answered in one line before Hydra's own compose
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="train", overrides=first, return_hydra_config=True)
-
-
-def expand(args: list[str]) -> list[str]:
-    """The command line a study runs: -m (the file sets hydra.mode=MULTIRUN for Hydra; dlbench
-    makes the sweep folder before Hydra starts, so it needs to know too), and with quick=true the
-    study's quick overrides before the user's, so that the user's own win."""
-    if not any(a.lstrip("+").split("=")[0] in ("experiment", "quick") for a in args):
-        return args
-    cfg = study_config(args)
-    layout, quick = cfg.get("study"), cfg.get("quick") is True  # another value is the schema's to refuse
-    if quick and layout is None:
-        raise ConfigError("quick", True, "shortens a study, and the experiment chosen (if any) has none",
-                          f"add experiment=NAME; studies: {', '.join(studies())}")
-    if layout is None:
-        return args
-    one_run = "hydra.mode=RUN" in args  # the study's setup, trained once
-    multirun = [] if ("-m" in args or "--multirun" in args or one_run) else ["-m"]
-    shorter = [str(o) for o in layout.get("quick") or []] if quick else []
-    return [*multirun, *shorter, *args]
-
-
-def sweep_params(args: list[str]) -> list[str]:
-    """The sweep a study's file adds to the command line (hydra.sweeper.params), as overrides, for
-    checking each value before anything runs; the command line's own value of a key wins."""
-    if not any(a.lstrip("+").split("=")[0] == "experiment" for a in args):
-        return []
-    cfg = study_config(args)
-    given = {a.lstrip("+~").split("=")[0] for a in args if "=" in a}
-    params = cfg.hydra.sweeper.get("params") or {}
-    if not str(cfg.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
-        return []  # Optuna's search spaces (interval, tag) are its own to check
-    return [f"{k}={v}" for k, v in params.items() if k not in given]
-
-
-def studies() -> dict[str, str]:
-    """Each experiment file that is a study, with its one line."""
-    from dlbench.config import CONF_DIR, group_options
-
-    found = {}
-    for name in group_options("experiment"):
-        node = (yaml.safe_load((CONF_DIR / "experiment" / f"{name}.yaml").read_text()) or {}).get("study")
-        if node:
-            found[name] = str(node.get("about", ""))
-    return found
-
-
-def check(layout: dict | None) -> None:
-    """A study's layout: known keys, known analyses (the schema calls this before anything runs)."""
-    if not layout:
-        return
-    for key in layout:
-        if key not in LAYOUT_KEYS:
-            raise ConfigError(f"study.{key}", layout[key], "is not a key of a study",
-                              f"valid: {', '.join(LAYOUT_KEYS)}")
-    for i, spec in enumerate(layout.get("analyses") or []):
-        if not isinstance(spec, dict) or spec.get("kind") not in ANALYSES:
-            raise ConfigError(f"study.analyses[{i}]", spec, "names no analysis",
-                              f"write {{kind: NAME, ...}}; valid kinds: {', '.join(ANALYSES)}")
-
-
-# ---------------------------------------------------------------- after the sweep
-
-def read_study(sweep_dir: Path) -> dict | None:
-    """The study recorded in a sweep folder's multirun.yaml, or None (not a study, not a sweep)."""
-    path = Path(sweep_dir) / "multirun.yaml"
-    if not path.is_file():
-        return None
-    try:
-        return (yaml.safe_load(path.read_text()) or {}).get("study")
-    except (yaml.YAMLError, AttributeError):
-        return None  # report's own reading says what is wrong with the file
-
-
-def finish(sweep_dir: Path, out: Path | None = None, fmt_name: str = "md") -> str:
-    """The study's report of sweep_dir: its table and curves, then each analysis's section. An
-    analysis that fails says so in its section and the report is still written."""
-    layout = read_study(sweep_dir) or {}
-    out = Path(out or sweep_dir)
-    runs = load_runs([Path(sweep_dir)])
-    sections = []
-    for spec in layout.get("analyses") or []:
-        kind, kwargs = spec["kind"], {k: v for k, v in spec.items() if k != "kind"}
-        try:
-            sections += ANALYSES[kind](runs, out / "analysis", **kwargs) + [""]
-        except UserError as err:
-            print(f"dlbench: study analysis {kind}: {err}", file=sys.stderr)
-            sections += [f"## {kind}", "", f"Not drawn: {err}", ""]
-    name = Path(sweep_dir).name
-    title = f"{layout.get('about') or 'Study'} ({name})" if layout else None
-    text = report([Path(sweep_dir)], layout.get("metrics"), layout.get("rows"), layout.get("cols"),
-                  layout.get("target"), fmt_name, out, title=title,
-                  curves=tuple(layout.get("curves") or ("loss", "acc")), sections=sections)
-    return f"{text}\n\nreport: {out / 'report.md'}"
-
-
-# ---------------------------------------------------------------- analyses: shared by every study
 
 def _completed(runs: list[Run]) -> list[Run]:
     return [r for r in runs if r.status == Status.COMPLETED]
@@ -415,3 +278,7 @@ def info(runs: list[Run], out: Path, configs: dict, batch_sizes: list[int] = (1,
                   markdown(grid), ""]
     return [*lines, "## Memory against the batch size (activations kept for the backward pass, estimated)", "",
             markdown(memory), ""]
+
+
+# the schema checks a study's kinds against dlbench.choices without importing this module
+choices.implement(ANALYSIS_KINDS, ANALYSES)
