@@ -27,7 +27,6 @@ runs fused) against the same with `hydra/launcher=basic`, analyses and report in
 Run it with nothing else on the machine.
 """
 import argparse
-import json
 import re
 from datetime import datetime
 import os
@@ -37,6 +36,8 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+
+from dlbench.run.runfolder import read_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = ["trainer.progress=false"]
@@ -82,7 +83,7 @@ def log_times(log: Path) -> list[datetime]:
 
 
 def outcomes(folder: Path) -> dict[str, tuple]:
-    summaries = {p.parent.name: json.loads(p.read_text()) for p in folder.glob("*/summary.json")}
+    summaries = {p.parent.name: read_summary(p.parent) for p in folder.glob("*/summary.json")}
     return {name: (s["status"], s.get("test/loss")) for name, s in summaries.items()}
 
 

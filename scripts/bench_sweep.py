@@ -11,13 +11,14 @@ written there (report.md, plots/). Runs whose status differs between the two are
 the edge of diverging (say the CNN at lr=1) may tip either way with a different thread count.
 """
 import argparse
-import json
 import os
 import subprocess
 import sys
 import time
 from datetime import datetime
 from pathlib import Path
+
+from dlbench.run.runfolder import read_summary
 
 
 def dlbench(*args: str) -> subprocess.CompletedProcess:
@@ -35,7 +36,7 @@ def timed_sweep(overrides: list[str], folder: Path, launcher: list[str]) -> floa
 
 
 def statuses(folder: Path) -> dict[str, str]:
-    return {p.parent.name: json.loads(p.read_text())["status"] for p in folder.glob("*/summary.json")}
+    return {p.parent.name: read_summary(p.parent)["status"] for p in folder.glob("*/summary.json")}
 
 
 def main() -> None:

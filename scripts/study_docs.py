@@ -11,13 +11,13 @@ import shutil
 import sys
 from pathlib import Path
 
-import yaml
+from dlbench.overrides import read_multirun
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "studies"
 
 
 def study_name(sweep: Path) -> str:
-    overrides = yaml.safe_load((sweep / "multirun.yaml").read_text())["hydra"]["overrides"]["task"]
+    overrides = (read_multirun(sweep) or {})["hydra"]["overrides"]["task"]
     return next(o.split("=", 1)[1] for o in overrides if o.split("=")[0] == "experiment")
 
 
