@@ -64,6 +64,10 @@ def test_sweep_with_a_diverging_rate_finishes(in_tmp):
     statuses = {run.name: summary(run)["status"] for run in runs_in(sweep)}
     assert statuses == {"dataset=digits,epochs=3,lr=10": "diverged", "dataset=digits,epochs=3,lr=0.1": "completed"}
     assert (sweep / "multirun.yaml").is_file()
+    # each run records the command the user typed (not a launcher worker's argv); the report says it once
+    command = "dlbench train -m lr=10,0.1 dataset=digits epochs=3"
+    assert {summary(run)["provenance"]["command"] for run in runs_in(sweep)} == {command}
+    assert (sweep / "report.md").read_text().count(f"- command: `{command}`") == 1
 
 
 def test_two_sweeps_started_together_get_their_own_folders(in_tmp):

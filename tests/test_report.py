@@ -201,3 +201,22 @@ def test_default_columns_are_the_ones_the_runs_task_names(tmp_path):
     fake_run(older, ["lr=0.1"])
     assert default_metrics(load_runs([older])) == ["test/acc", "best/val/acc", "epochs_to_target", "params",
                                                   "wall_seconds"]
+
+
+def test_provenance_is_shown_once_where_runs_agree_and_counted_where_they_differ(tmp_path):
+    root = tmp_path / "sweep"
+    common = {"command": "dlbench train -m lr=0.1,1", "dlbench": "0.1.0", "python": "3.11.7", "torch": "2.14.1",
+              "cuda": None, "cudnn": None, "device_name": "Some CPU", "cwd_git": None,
+              "git": {"root": "/src/dlbench", "commit": "0123456789abcdef", "dirty": True}}
+    fake_run(root, ["lr=0.1"], provenance={**common, "host": "a", "started": "2026-12-03T10:00:00+00:00"})
+    fake_run(root, ["lr=1"], provenance={**common, "host": "b", "started": "2026-12-03T10:05:00+00:00"})
+    fake_run(root, ["lr=10"])  # written before dlbench recorded provenance
+    out = tmp_path / "report"
+    assert main([str(root), "--out", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    section = md[md.index("## Provenance"):]
+    assert md.count("## Provenance") == 1 and "(2 of 3 runs)" in section
+    assert "- command: `dlbench train -m lr=0.1,1`\n" in section
+    assert "- git: 0123456789ab with uncommitted changes (/src/dlbench)\n" in section
+    assert "- host: a (1 run); b (1 run)\n" in section
+    assert "- started: 2026-12-03T10:00:00+00:00 to 2026-12-03T10:05:00+00:00" in section

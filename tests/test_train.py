@@ -1,7 +1,14 @@
 import json
+import platform
+import socket
+import subprocess
+from datetime import datetime
+from pathlib import Path
 
 import pytest
 import torch
+
+import dlbench
 
 from dlbench.artifacts import read_metrics
 from dlbench.callbacks import Callback
@@ -104,6 +111,31 @@ def test_a_run_exited_mid_training_stays_running_and_resumes(in_tmp, extra_callb
     extra_callback(Callback())
     resumed = run(cfg, run_dir=in_tmp / "run")
     assert (resumed["status"], resumed["epochs_completed"]) == ("completed", 4)
+
+
+def test_a_run_records_where_its_numbers_came_from(in_tmp):
+    """summary.json's provenance: the code (dlbench's version, the project's commit and whether a
+    tracked file differs from it, and the commit of the user's own repository when the command runs
+    in one), the software, the machine and the start."""
+    def git(*args, cwd=in_tmp):
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd,
+                              capture_output=True, text=True, check=True).stdout.strip()
+    git("init", "-q")
+    (in_tmp / "notes.txt").write_text("my experiment\n")
+    git("add", "notes.txt"), git("commit", "-q", "-m", "mine")
+    summary = run(digits_cfg(), run_dir=in_tmp / "run")
+    record = summary["provenance"]
+    assert record["cwd_git"] == {"root": str(in_tmp.resolve()), "commit": git("rev-parse", "HEAD"), "dirty": False}
+    project = Path(dlbench.__file__).resolve().parents[2]
+    if (project / ".git").exists():  # an editable install, as the tests run: the project's own commit
+        assert record["git"]["commit"] == git("rev-parse", "HEAD", cwd=project)
+        assert record["git"]["dirty"] == bool(git("status", "--porcelain", "--untracked-files=no", cwd=project))
+    assert record["dlbench"] == dlbench.__version__ and record["torch"] == torch.__version__
+    assert record["python"] == platform.python_version() and record["host"] == socket.gethostname()
+    assert record["device_name"] and record["command"]
+    started = datetime.fromisoformat(record["started"])
+    assert abs((datetime.now(started.tzinfo) - started).total_seconds()) < 600
+    assert json.loads((in_tmp / "run" / "summary.json").read_text())["provenance"] == record
 
 
 def test_a_finished_run_is_not_run_again(in_tmp):

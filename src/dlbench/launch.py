@@ -2,6 +2,7 @@
 SIGTERM recorded as an interruption, and an exit status that tells whether any run failed."""
 import logging
 import os
+import shlex
 import signal
 import sys
 from contextlib import contextmanager, suppress
@@ -17,6 +18,7 @@ from dlbench.config import CONF_DIR, compose_or_explain, run_name, sweep_points
 from dlbench.errors import USER_ERROR_STATUS, UserError
 from dlbench.run import runfolder
 from dlbench.run.outcome import DEBUG, debugging, refused_runs
+from dlbench.run.provenance import COMMAND
 from dlbench.run.runfolder import CONTINUE_FINISHED
 from dlbench.sweep import available_cpus, failed_runs, launched, recorded_sweep, threads_per_job
 
@@ -134,10 +136,11 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def train_main(args: list[str], continue_finished: bool = False) -> int:
+def train_main(args: list[str], continue_finished: bool = False, command: list[str] | None = None) -> int:
     """`dlbench train ARGS`; continue_finished: a completed run in the folder may train on to more
-    epochs (`dlbench resume RUN epochs=N`)."""
-    env = {DEBUG: "1"} if "--debug" in args else {}
+    epochs (`dlbench resume RUN epochs=N`); command: what the user typed, if not `dlbench train ARGS`."""
+    env = {COMMAND: shlex.join(command or ["dlbench", "train", *args])}  # what each run's provenance records
+    env.update({DEBUG: "1"} if "--debug" in args else {})
     env.update({CONTINUE_FINISHED: "1"} if continue_finished else {})
     with environment(env):  # what the runs read, in this process or a launcher's worker
         return _train(args)
@@ -217,7 +220,7 @@ def resume_main(args: list[str]) -> int:
             if extra:
                 raise UserError(f"{' '.join(extra)}: a sweep is resumed as it was recorded; give a run folder of it "
                                 f"to change its epochs (dlbench resume {folder}/<run> {' '.join(extra)})")
-            return train_main(recorded_sweep(folder))
+            return train_main(recorded_sweep(folder), command=["dlbench", "resume", *args])
         overrides = runfolder.read_overrides(folder)
         if overrides is None:
             raise UserError(f"{folder}: neither a run folder (.hydra/overrides.yaml) nor a sweep folder "
@@ -227,4 +230,4 @@ def resume_main(args: list[str]) -> int:
         return USER_ERROR_STATUS
     given = {o.split("=")[0] for o in extra}
     return train_main([*(o for o in overrides if o.split("=")[0] not in given), *extra, f"hydra.run.dir='{folder}'"],
-                      continue_finished="epochs" in given)
+                      continue_finished="epochs" in given, command=["dlbench", "resume", *args])

@@ -369,7 +369,7 @@ def write_report(table: Table, runs: list[Run], out: Path, fmt_name: str, title:
           "Cells: mean ± sample std over seeds (completed runs; count in brackets); best per column in bold.", "",
           text["md"], "", *[f"- {n}" for n in notes], "",
           *[f"![{name}]({rel})" for name, rel in plots.items() if made[name]], "",
-          *sections, "## Every run", "", markdown(runs_grid(runs, table.metrics)), ""]
+          *sections, "## Every run", "", markdown(runs_grid(runs, table.metrics)), "", *provenance_lines(runs)]
     (out / "report.md").write_text("\n".join(md))
     (out / "report.csv").write_text(text["csv"])
     with open(out / "runs.csv", "w", newline="") as f:
@@ -377,6 +377,37 @@ def write_report(table: Table, runs: list[Run], out: Path, fmt_name: str, title:
     if fmt_name == "latex":
         (out / "report.tex").write_text(text["latex"] + "\n")
     return "\n".join([status_line(runs), "", text[fmt_name].rstrip(), "", *notes, *unfinished(runs)])
+
+
+PROVENANCE = ("command", "dlbench", "git", "cwd_git", "python", "torch", "cuda", "cudnn", "device_name", "host")
+
+
+def provenance_lines(runs: list[Run]) -> list[str]:
+    """The runs' provenance (summary.json's, dlbench.run.provenance) once for the report: each
+    field's value where the runs agree, else each value with its count; when they started."""
+    records = [r.summary["provenance"] for r in runs if isinstance(r.summary.get("provenance"), dict)]
+    if not records:
+        return []
+    lines = ["## Provenance", "", f"As each run recorded it in its summary.json ({len(records)} of {len(runs)} runs).", ""]
+    for key in PROVENANCE:
+        counts = Counter(provenance_text(key, record.get(key)) for record in records)
+        shown = next(iter(counts)) if len(counts) == 1 else "; ".join(
+            f"{value} ({n} run{'s' if n > 1 else ''})" for value, n in counts.most_common())
+        lines.append(f"- {key}: {shown}")
+    started = sorted(str(record["started"]) for record in records if record.get("started"))
+    if started:
+        lines.append(f"- started: {started[0]}" + (f" to {started[-1]}" if started[-1] != started[0] else ""))
+    return [*lines, ""]
+
+
+def provenance_text(key: str, value) -> str:
+    if key in ("git", "cwd_git"):
+        if not isinstance(value, dict):
+            return "not a git repository" if key == "git" else "the project's, or none"
+        return f"{str(value.get('commit'))[:12]}{' with uncommitted changes' if value.get('dirty') else ''} ({value.get('root')})"
+    if key == "command" and value:
+        return f"`{value}`"
+    return "none" if value is None else str(value)
 
 
 def unfinished(runs: list[Run]) -> list[str]:

@@ -15,6 +15,7 @@ from dlbench.optim import build_optimizer, build_schedule
 from dlbench.overrides import swept_keys
 from dlbench.precision import Precision, prepare
 from dlbench.regularizers import build_regularizers
+from dlbench.run.provenance import provenance
 from dlbench.run.recorder import Recorder, run_hparams
 from dlbench.run.state import RunState
 from dlbench.runtime import resolve_device, rng_state, seed_everything, set_rng_state
@@ -36,6 +37,7 @@ def build_state(cfg: DictConfig, run_dir, overrides: list[str], data_cache: dict
     state.swept = swept_keys()  # read here, inside the run's Hydra job, whichever launcher trains it
     choices = dict(HydraConfig.get().runtime.choices) if state.swept else {}
     state.hparams = run_hparams(cfg, state.swept, choices)
+    state.provenance = provenance(device)
     probes = [build(node) for node in (cfg.get("probe") or {}).values()]
     return state, Callbacks(regularizer_callbacks + probes + data.task.callbacks(cfg) + default_callbacks(cfg))
 

@@ -36,6 +36,7 @@ class RunState:
     overrides: list[str] = field(default_factory=list)
     swept: list[str] = field(default_factory=list)     # the keys the run's sweep varies
     hparams: dict = field(default_factory=dict)        # what TensorBoard's HParams tab shows of the run
+    provenance: dict = field(default_factory=dict)     # the code, software, machine and command (run.provenance)
     epoch: int = 0              # epochs completed
     global_step: int = 0
     history: list[dict] = field(default_factory=list)  # one metrics dict per completed epoch
@@ -113,6 +114,7 @@ class RunState:
             "seed": cfg.seed,
             "overrides": self.overrides,
             "report_columns": task.report_columns(self.monitor),  # what `dlbench report` shows by default
+            "provenance": self.provenance,
             **self.recorder.summary,
             "diverged": self.diverged,
             "error": self.error,
