@@ -10,6 +10,8 @@ import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from dlbench import launch
+from dlbench.overrides import parse
 from tests.conftest import dlbench, runs_in
 
 pytestmark = pytest.mark.slow
@@ -173,3 +175,12 @@ def test_data_prints_the_splits_of_generated_and_bundled_datasets(capsys):
     assert lines[2].startswith("digits: ") and lines[2].endswith("examples of shape (1, 8, 8), 10 classes")
     with pytest.raises(SystemExit, match="unknown dataset 'nosuch'; valid: .*boolean.*playground"):
         main(["data", "nosuch"])
+
+
+def test_a_quoted_value_gives_a_run_folder_hydra_can_read(in_tmp):
+    """The folder `dlbench train` names after the overrides goes to Hydra as hydra.run.dir='...':
+    a value the user quoted (dataset.function='x > 0') must not end that quote early."""
+    args, folder, made = launch._with_run_dir(["dataset=function", "dataset.function='x > 0'"])
+    (override,) = parse([args[-1]])
+    assert made and folder.is_dir() and override.value() == str(folder)
+    assert "'" not in folder.name and "x_>_0" in folder.name

@@ -156,12 +156,19 @@ FIT = {
                         ("dataset=function", "could not be evaluated", "an expression in x")),
     "function-not-finite": (["dataset=function", "loss=mse", "dataset.function='1/x'"],
                             ("dataset=function", "not finite at x=0", "write the limit in")),
+    "function-not-a-number": (["dataset=function", "loss=mse", "dataset.function=sin"],
+                              ("dataset=function", "not a number for each x", "sin(2 * pi * x)")),
 }
 
 # ------------------------------------------------------------------ what Hydra, the command line and other commands are given
 COMMAND = {
     "model-unknown": (train("model=nosuch"), ("model=nosuch", "valid: alexnet", "vgg")),
     "dataset-unknown": (train("dataset=nosuch"), ("dataset=nosuch", "fashion_mnist")),
+    "regularizer-unknown-in-list": (train("regularizer=[dropout,nosuch]"),
+                                    ("regularizer=[dropout,nosuch]", "no regularizer config named 'nosuch'",
+                                     "valid: augmentation")),
+    "probe-unknown-in-list": (train("probe=[grad_norm,nosuch]"), ("probe=[grad_norm,nosuch]", "'nosuch'",
+                                                                   "valid: embeddings")),
     "optimizer-unknown": (train("optimizer=lamb"), ("optimizer=lamb", "valid: adagrad, adam")),
     "experiment-unknown": (train("experiment=nosuch"), ("experiment=nosuch", "grokking")),
     "key-typo": (train("lrr=0.1"), ("lrr=0.1", "no such key", "did you mean lr")),

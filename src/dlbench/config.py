@@ -12,7 +12,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from dlbench.errors import UserError
+from dlbench.errors import UserError, first_line
 
 # A wheel carries conf/ inside the package; an editable install reads the repository's conf/.
 _PACKAGED = Path(__file__).resolve().parent / "conf"
@@ -111,8 +111,12 @@ def compose_or_explain(overrides: list[str]) -> DictConfig:
     try:
         return compose(overrides)
     except MissingConfigException as err:
-        missing = re.search(r"Could not find '([^']+)'", str(err))
-        group, _, option = (missing.group(1) if missing else "?/?").rpartition("/")
+        # Hydra says "Could not find 'model/nosuch'" for a choice, "Could not load" for one in a list
+        missing = re.search(r"Could not (?:find|load) '([^']+)'", str(err))
+        if missing is None:  # another wording: Hydra's own first line, never placeholders
+            raise UserError(f"{' '.join(overrides)}: {first_line(err)}; check the group and option "
+                            "(dlbench list)") from None
+        group, _, option = missing.group(1).rpartition("/")
         given = next((o for o in reversed(overrides) if o.lstrip("+~").split("=")[0] == group), f"{group}={option}")
         valid = group_options(group) if group in GROUPS else []
         raise UserError(f"{given}: no {group} config named {option!r}; "

@@ -2,6 +2,7 @@
 SIGTERM recorded as an interruption, and an exit status that tells whether any run failed."""
 import logging
 import os
+import re
 import shlex
 import signal
 import sys
@@ -86,7 +87,8 @@ def _with_run_dir(args: list[str]) -> tuple[list[str], Path | None, bool]:
         base = Path("outputs/sweeps") / stamp
     else:
         overrides = [a for a in args if "=" in a and not a.startswith(("hydra.", "hydra/", "-"))]
-        base = Path("outputs/runs") / (stamp + ("_" + run_name(overrides) if overrides else ""))
+        name = re.sub(r"['\"\\]", "", run_name(overrides))  # quoted values: the folder goes in quotes below
+        base = Path("outputs/runs") / (stamp + ("_" + name if overrides else ""))
     path = _make_unique_dir(base)
     return [*args, f"{key}='{path}'"], path, True
 

@@ -39,7 +39,11 @@ def function_values(function: str, x: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"dataset.function={function!r} could not be evaluated ({type(err).__name__}: {err}). "
                          f"Give one of {', '.join(FUNCTIONS)} or an expression in x using "
                          f"{', '.join(EXPRESSION_NAMES)}, e.g. 'sin(2 * pi * x) + 0.5 * x'") from None
-    y = torch.as_tensor(y, dtype=x.dtype).expand_as(x)
+    try:
+        y = torch.as_tensor(y, dtype=x.dtype).expand_as(x)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"dataset.function={function!r} gives a {type(y).__name__}, not a number for each x; "
+                         "write an expression in x, e.g. 'sin(2 * pi * x)' (a name such as sin needs its (x))") from None
     if not torch.isfinite(y).all():
         bad = x[~torch.isfinite(y)][0].item()
         raise ValueError(f"dataset.function={function!r} is not finite at x={bad:g} (0/0?); "
