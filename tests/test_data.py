@@ -50,6 +50,19 @@ def test_mnist_reads_idx_files_from_the_root_with_torchvision(tmp_path, tiny_mni
     assert data.classes[0].startswith("0")  # torchvision's class names
 
 
+def test_labels_outside_the_classes_are_refused_naming_the_file(tmp_path, tiny_mnist):
+    """A label file that names class 12 of 10 is a corrupt file, said when the data load, not a
+    run that trains on it until a plot or a confusion matrix fails."""
+    from dlbench.errors import CorruptFileError
+
+    tiny_mnist["test_y"][3] = 12
+    for name, key in IDX_FILES.items():
+        write_idx(tmp_path / "MNIST" / "raw" / name, tiny_mnist[key])
+    cfg = compose(["dataset=mnist", f"dataset.root={tmp_path}", "dataset.mirror=null", "dataset.download=false"])
+    with pytest.raises(CorruptFileError, match=r"t10k-labels-idx1-ubyte.*labels \[12\] outside the 10 classes 0..9"):
+        build(cfg.dataset, seed=0)
+
+
 def test_mnist_unpacks_gz_files_from_a_mirror(tmp_path, tiny_mnist):
     for name, key in IDX_FILES.items():
         write_idx(tmp_path / "mirror" / f"{name}.gz", tiny_mnist[key])

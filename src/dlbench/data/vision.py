@@ -34,6 +34,13 @@ def _load(cls, root: Path) -> RawData:
         if len(split.data) != len(split.targets) or len(split.data) == 0:
             raise CorruptFileError(raw, f"has {len(split.data)} images but {len(split.targets)} labels",
                                    "delete the folder: the next run unpacks or downloads the files again")
+    classes = len(train.classes)
+    for split, labels in ((train, "train-labels-idx1-ubyte"), (test, "t10k-labels-idx1-ubyte")):
+        outside = split.targets[(split.targets < 0) | (split.targets >= classes)].unique()
+        if len(outside):  # else a run trains on them and fails far from here (a plot, a confusion matrix)
+            raise CorruptFileError(raw / labels, f"holds labels {outside[:5].tolist()} outside the {classes} classes "
+                                   f"0..{classes - 1} of {cls.__name__}", "restore the file, or delete the folder: "
+                                   "the next run unpacks or downloads the files again")
     return RawData(train.data.unsqueeze(1), train.targets.long(), test.data.unsqueeze(1),
                    test.targets.long(), list(train.classes))
 
