@@ -181,3 +181,38 @@ def test_rng_state_round_trips_even_from_another_device_mapping():
     as_loaded = {**saved, "torch": saved["torch"].clone()}  # what torch.load(map_location=...) hands back
     set_rng_state(as_loaded)
     assert torch.equal(torch.rand(3), expected)
+
+
+@pytest.mark.slow  # three in-process `dlbench` commands
+def test_a_run_killed_while_it_builds_is_resumable_to_the_same_numbers(tmp_path, monkeypatch):
+    """A process that dies before the run's first epoch (SIGKILL: no summary, nothing recorded)
+    leaves a folder `dlbench resume` knows: its overrides are written as soon as it is claimed. Its
+    resumed metrics equal an uninterrupted run's. A folder that trained nothing is anyone's: a run
+    with other overrides may take it."""
+    from dlbench import cli
+    from dlbench.run import lifecycle
+
+    monkeypatch.chdir(tmp_path)
+    args = ["train", "dataset=digits", "model.hidden=[16]", "epochs=2", "trainer.progress=false"]
+
+    def dlbench(*argv):
+        with pytest.raises(SystemExit) as ended:
+            cli.main(list(argv))
+        return ended.value.code
+
+    def killed(cfg):
+        raise SystemExit(137)  # the process ends here, as a SIGKILL ends it: no except clause runs
+    with monkeypatch.context() as patch:
+        patch.setattr(lifecycle, "check_fit", killed)
+        assert dlbench(*args, "--into", "run") == 137
+    assert (tmp_path / "run" / ".hydra" / "overrides.yaml").is_file()
+    assert not (tmp_path / "run" / "summary.json").exists()
+    assert dlbench("resume", "run") == 0
+    assert dlbench(*args, "--into", "straight") == 0
+    strip = lambda ms: [{k: v for k, v in m.items() if k != "epoch_seconds"} for m in ms]  # noqa: E731
+    assert strip(read_metrics(tmp_path / "run")) == strip(read_metrics(tmp_path / "straight"))
+    with monkeypatch.context() as patch:
+        patch.setattr(lifecycle, "check_fit", killed)
+        assert dlbench(*args, "--into", "taken") == 137
+    assert dlbench(*args, "lr=0.05", "--into", "taken") == 0  # nothing was trained there: it is free
+    assert json.loads((tmp_path / "taken" / "summary.json").read_text())["overrides"][-1] == "lr=0.05"

@@ -68,6 +68,7 @@ class Run:
                 print(f"dlbench: {run_dir} already holds a {run.previous['status']} run; not running it again",
                       file=sys.stderr)
                 return run
+            runfolder.write_overrides(run_dir)
             run.state, run.callbacks = run._start(cfg, data_cache)
             runfolder.write_hydra(run_dir, cfg)  # the run proceeds: the folder is its own
             return run

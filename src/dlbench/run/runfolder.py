@@ -1,8 +1,10 @@
 """A run folder is owned: one process trains in it at a time (a lock), a run with other overrides
-never takes over a folder that holds one, and a run that does not proceed changes no file in it.
+never takes over a folder that holds one (but one that trained nothing), and a run that does not
+proceed changes no file in it.
 
-Hydra's own `.hydra/` writing is off (conf/train.yaml: hydra.output_subdir: null); `claim`
-writes it once the run is known to proceed.
+Hydra's own `.hydra/` writing is off (conf/train.yaml: hydra.output_subdir: null): once the run is
+known to proceed, dlbench writes overrides.yaml at once (so a run killed while it builds can be
+resumed), and the config and Hydra's node once it is built.
 """
 import fcntl
 import os
@@ -99,9 +101,10 @@ def read_summary_or_none(run_dir: Path) -> dict | None:
 def claim(run_dir: Path, overrides: list[str], epochs: int) -> dict | None:
     """Check that this run may train in run_dir. Returns the summary of a finished run there with
     the same overrides (nothing to do), or None: go on (a new run, or an unfinished one resumes).
-    Raises RunFolderError when the folder holds another run, or a finished one asked for more."""
+    Raises RunFolderError when the folder holds another run, or a finished one asked for more. A
+    folder whose run trained nothing (killed or failed while it was built) is anyone's."""
     before = read_overrides(run_dir)
-    if before is not None and (diff := overrides_diff(before, overrides)):
+    if before is not None and (diff := overrides_diff(before, overrides)) and not trained_nothing(run_dir):
         raise RunFolderError(f"{run_dir} holds a run with other overrides ({'; '.join(diff)}); train into another "
                              f"folder, or `dlbench resume {run_dir}` to continue that run")
     previous = read_summary(run_dir)
@@ -117,6 +120,23 @@ def claim(run_dir: Path, overrides: list[str], epochs: int) -> dict | None:
         raise RunFolderError(f"{run_dir} holds a completed run of {done} epochs and {epochs} were asked for; "
                              f"`dlbench resume {run_dir} epochs={epochs}` trains it on from epoch {done}")
     return previous
+
+
+def trained_nothing(run_dir: Path) -> bool:
+    """No checkpoint and no epoch recorded: the run there stopped before its first epoch ended."""
+    summary = read_summary_or_none(run_dir)
+    return not (run_dir / "checkpoints" / "last.pt").exists() and (
+        summary is None or (not summary.get("epochs_completed") and summary.get("status") not in FINISHED))
+
+
+def write_overrides(run_dir: Path) -> None:
+    """.hydra/overrides.yaml, as soon as the run is known to proceed: a run killed at any moment
+    after, even while it builds, is one `dlbench resume` knows."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        with atomic_path(run_dir / ".hydra" / "overrides.yaml") as tmp:
+            OmegaConf.save(OmegaConf.create(list(HydraConfig.get().overrides.task)), tmp)
 
 
 def write_hydra(run_dir: Path, cfg: DictConfig) -> None:
