@@ -6,8 +6,9 @@ import statistics
 
 import pytest
 import yaml
+from scipy import stats as scipy_stats
 
-from dlbench.report import Best, build_table, cell_text, lr_notes, markdown, table_grid
+from dlbench.report import WITHIN_NOISE, Best, build_table, cell_text, lr_notes, markdown, table_grid
 from dlbench.report_cli import main
 from dlbench.runs import ReportError, load_runs
 
@@ -41,7 +42,14 @@ def sweep(tmp_path):
     return root
 
 
-def test_rows_and_columns_are_the_varying_overrides_and_cells_mean_std_count(sweep):
+def t_half(values):
+    """The 95% interval's half-width as scipy.stats computes it (an oracle independent of dlbench.stats)."""
+    low, high = scipy_stats.t.interval(0.95, len(values) - 1, loc=statistics.fmean(values),
+                                       scale=scipy_stats.sem(values))
+    return (high - low) / 2
+
+
+def test_rows_and_columns_are_the_varying_overrides_and_cells_mean_interval_count(sweep):
     runs = load_runs([sweep])
     table = build_table(runs, ["test/acc"])
     assert (table.row_keys, table.col_keys) == (["lr"], ["model"])  # seeds are repeats, not a dimension
@@ -50,7 +58,8 @@ def test_rows_and_columns_are_the_varying_overrides_and_cells_mean_std_count(swe
         cell = table.cell((lr,), (model,))
         assert cell.mean("test/acc") == pytest.approx(statistics.fmean(accs))
         assert cell.std("test/acc") == pytest.approx(statistics.stdev(accs))  # sample std, n-1
-        assert cell_text(cell, "test/acc") == f"{statistics.fmean(accs):.4f} ± {statistics.stdev(accs):.4f} (3)"
+        assert cell.interval("test/acc") == pytest.approx(t_half(accs))  # Student's t, 2 degrees of freedom
+        assert cell_text(cell, "test/acc") == f"{statistics.fmean(accs):.4f} ± {t_half(accs):.4f} (3)"
 
 
 def test_best_cell_per_column_is_marked(sweep):
@@ -59,7 +68,9 @@ def test_best_cell_per_column_is_marked(sweep):
     best = {(row[0], j) for row in grid[1:] for j, cell in enumerate(row[1:]) if isinstance(cell, Best)}
     assert best == {("0.1", 0), ("0.1", 2)}  # cnn 0.897 > 0.837, mlp 0.823 > 0.723; params has no better
     lines = markdown(grid).splitlines()
-    assert lines[3] == "| 0.1 | **0.8967 ± 0.0153 (3)** | 1,000 ± 0 (3) | **0.8233 ± 0.0208 (3)** | 1,000 ± 0 (3) |"
+    cnn, mlp = ACC[("0.1", "cnn")], ACC[("0.1", "mlp")]
+    assert lines[3] == (f"| 0.1 | **0.8967 ± {t_half(cnn):.4f} (3)** | 1,000 ± 0 (3) "
+                        f"| **0.8233 ± {t_half(mlp):.4f} (3)** | 1,000 ± 0 (3) |")
 
 
 def test_rows_and_cols_can_be_chosen(sweep):
@@ -85,7 +96,7 @@ def test_every_run_appears_with_its_status(tmp_path):
     assert main([str(root), "--out", str(out), "--metric", "test/acc"]) == 0
     md = (out / "report.md").read_text()
     assert "6 runs: 2 completed, 1 diverged, 1 failed, 1 interrupted, 1 running" in md
-    assert "| 0.1 | 0.6500 ± 0.0707 (2); 1 interrupted |" in md
+    assert f"| 0.1 | 0.6500 ± {t_half([0.6, 0.7]):.4f} (2); 1 interrupted |" in md
     assert "| 1 | 1 diverged; 1 failed; 1 running |" in md
     with open(out / "runs.csv") as f:
         rows = list(csv.DictReader(f))
@@ -220,3 +231,42 @@ def test_provenance_is_shown_once_where_runs_agree_and_counted_where_they_differ
     assert "- git: 0123456789ab with uncommitted changes (/src/dlbench)\n" in section
     assert "- host: a (1 run); b (1 run)\n" in section
     assert "- started: 2026-12-03T10:00:00+00:00 to 2026-12-03T10:05:00+00:00" in section
+
+
+def test_a_cell_within_the_noise_of_its_columns_best_is_marked_and_the_differences_listed(sweep, tmp_path):
+    """lr 0.01 against lr 0.1: for the CNN Welch's p is 0.065 (within the noise, marked), for the MLP
+    0.0067 (beyond it, unmarked); the section lists both with scipy's interval of the difference."""
+    runs = load_runs([sweep])
+    table = build_table(runs, ["test/acc"])
+    grid = table_grid(table)
+    row = next(line for line in grid[1:] if line[0] == "0.01")
+    for (lr, model), text in zip([("0.01", "cnn"), ("0.01", "mlp")], row[1:]):
+        p = scipy_stats.ttest_ind(ACC[(lr, model)], ACC[("0.1", model)], equal_var=False).pvalue
+        assert text.endswith(WITHIN_NOISE) == (p >= 0.05), (model, p, text)
+    assert row[1].endswith(WITHIN_NOISE) and not row[2].endswith(WITHIN_NOISE)  # one of each: the test sees both
+    out = tmp_path / "report"
+    assert main([str(sweep), "--out", str(out), "--metric", "test/acc"]) == 0
+    md = (out / "report.md").read_text()
+    assert "95% confidence interval over seeds" in md and "Welch's t-test" in md
+    section = md.split("## Differences from the best: test/acc")[1].split("##")[0]
+    mlp = scipy_stats.ttest_ind(ACC[("0.01", "mlp")], ACC[("0.1", "mlp")], equal_var=False)
+    interval = mlp.confidence_interval(0.95)
+    assert (f"| lr=0.01 | model=mlp | lr=0.1 | -0.1000 | {interval.low:.4f} to {interval.high:.4f} "
+            f"| {mlp.pvalue:.3g} | yes |") in section
+    assert "| lr=0.01 | model=cnn | lr=0.1 | -0.0600 |" in section and section.count("| no |") == 1
+    with open(out / "report.csv") as f:
+        cells = {(r["lr"], r["model"]): r for r in csv.DictReader(f)}
+    assert float(cells[("0.01", "mlp")]["p_vs_best(test/acc)"]) == pytest.approx(mlp.pvalue)
+    assert cells[("0.1", "mlp")]["p_vs_best(test/acc)"] == ""  # the best is not tested against itself
+    assert float(cells[("0.1", "mlp")]["ci95(test/acc)"]) == pytest.approx(t_half(ACC[("0.1", "mlp")]))
+
+
+def test_one_run_per_cell_says_it_has_no_interval(tmp_path):
+    root = tmp_path / "sweep"
+    for lr, acc in (("0.1", 0.8), ("0.01", 0.7)):
+        fake_run(root, [f"lr={lr}"], accs=(acc,))
+    out = tmp_path / "report"
+    assert main([str(root), "--out", str(out), "--metric", "test/acc"]) == 0
+    md = (out / "report.md").read_text()
+    assert "One run per cell has no interval and no test" in md and "`seeds=3`" in md
+    assert "| 0.01 | 0.7000 (1) |" in md and "Differences from the best" not in md

@@ -199,7 +199,7 @@ def test_no_import_cycle():
 # the imports one-way.
 LAYERS = (
     ("leaves", {"dlbench", "dlbench.errors", "dlbench.status", "dlbench.metrics", "dlbench.choices",
-                "dlbench.figures", "dlbench.artifacts"}),
+                "dlbench.figures", "dlbench.artifacts", "dlbench.stats"}),
     ("config", {"dlbench.config", "dlbench.schema", "dlbench.overrides", "dlbench.study_block"}),
     ("components", {"dlbench.data", "dlbench.models", "dlbench.tasks", "dlbench.callbacks", "dlbench.losses",
                     "dlbench.regularizers", "dlbench.optim", "dlbench.precision", "dlbench.loop", "dlbench.probing",

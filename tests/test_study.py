@@ -65,6 +65,26 @@ def test_a_study_runs_as_a_sweep_and_quick_puts_its_overrides_before_the_users()
     assert study.expand(["model=cnn", "lr=0.1"]) == ["model=cnn", "lr=0.1"]  # not a study: as typed
 
 
+def test_seeds_repeats_every_cell_with_consecutive_seeds_fused_unless_a_launcher_was_chosen():
+    expanded = study.expand(["seeds=3", "lr=0.1,0.01"])
+    assert expanded == ["-m", "lr=0.1,0.01", "seed=range(0,3)", "hydra/launcher=fused"]
+    assert len(sweep_points(expanded)) == 2 + 2  # lr's two values, seed's three: each checked before the sweep
+    assert study.expand(["seeds=2", "seed=5", "model=cnn"]) == ["-m", "model=cnn", "seed=range(5,7)",
+                                                               "hydra/launcher=fused"]
+    assert study.expand(["-m", "seeds=2", "hydra/launcher=joblib", "lr=1,2"]) == [
+        "-m", "hydra/launcher=joblib", "lr=1,2", "seed=range(0,2)"]
+    assert study.expand(expanded) == expanded  # a sweep resumed from its record is not repeated twice
+    assert study.expand(["seeds=1", "lr=0.1"]) == ["seeds=1", "lr=0.1"]
+
+
+@pytest.mark.parametrize("args, clash", [(["-m", "seeds=3", "seed=0,1"], "the sweep sets seed too"),
+                                         (["experiment=lr_search", "seeds=2"], "an Optuna search draws its own"),
+                                         (["experiment=init", "seeds=2", "hydra.mode=RUN"], "trains one run")])
+def test_seeds_with_a_seed_sweep_a_search_or_one_run_is_refused(args, clash):
+    with pytest.raises(ConfigError, match=f"seeds=.*{clash}"):
+        study.expand(args)
+
+
 def test_quick_without_a_study_is_refused_with_the_studies_named():
     with pytest.raises(ConfigError, match="quick=true.*experiment=NAME.*first_mlp"):
         study.expand(["quick=true"])
@@ -218,3 +238,22 @@ def test_each_classic_cnn_starts_with_logits_that_depend_on_the_image(overrides)
     with torch.no_grad():
         logits = model(torch.rand(8, 1, size, size))
     assert logits.std(dim=0).mean() > 5e-5, f"{overrides}: the image is lost on its way to the logits"
+
+
+@pytest.mark.slow
+def test_seeds_trains_each_cell_n_times_and_the_report_gives_intervals(in_tmp, capsys):
+    assert train("seeds=3", "-m", "dataset=digits", "model.hidden=[16]", "epochs=2", "lr=0.1,0.5", "logger=none",
+                 *QUIET, "--into", "sw") == 0
+    runs = {p.parent.name: json.loads(p.read_text()) for p in (in_tmp / "sw").glob("*/summary.json")}
+    cells = sorted(tuple(part for part in name.split(",") if part.startswith(("lr=", "seed="))) for name in runs)
+    assert cells == [(f"lr={lr}", f"seed={s}") for lr in ("0.1", "0.5") for s in range(3)]
+    assert all(r["status"] == "completed" for r in runs.values())
+    accs = [r["test/acc"] for name, r in runs.items() if "lr=0.1," in name]
+    assert len(set(accs)) == 3  # three seeds, three different runs
+    report = (in_tmp / "sw" / "report.md").read_text()
+    assert "95% confidence interval over seeds" in report
+    row = next(line for line in report.splitlines() if line.startswith("| 0.1 |"))
+    assert row.count("(3)") >= 2  # every number a mean of three runs
+    assert train("seeds=3", "-m", "dataset=digits", "model.hidden=[16]", "epochs=2", "lr=0.1,0.5", "logger=none",
+                 *QUIET, "--into", "sw") == 0  # the same command again: every run found finished, none twice
+    assert len(list((in_tmp / "sw").glob("*/summary.json"))) == 6

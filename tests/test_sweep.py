@@ -107,9 +107,10 @@ def test_a_sweep_report_fills_in_the_table(basic):
     for lr in ("0.05", "0.2"):
         accs = [s["test/acc"] for s in runs.values() if s["lr"] == float(lr)]
         mean, std = sum(accs) / 2, abs(accs[0] - accs[1]) / math.sqrt(2)  # sample std of two values
+        half = 12.7062047 * std / math.sqrt(2)  # the 95% interval: Student's t at 1 degree of freedom
         assert f"| {lr} | " in printed
         cell = next(line for line in printed.splitlines() if line.startswith(f"| {lr} |")).split("|")[2].strip()
-        assert cell.strip("*") == f"{mean:.4f} ± {std:.4f} (2)"
+        assert cell.strip("*") == f"{mean:.4f} ± {half:.4f} (2)"
     for name in ("report.md", "report.csv", "runs.csv", "plots/loss.png", "plots/acc.png", "plots/test_acc_vs_lr.png"):
         assert (sweep / name).stat().st_size > 0, name
 

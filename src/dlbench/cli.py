@@ -13,7 +13,7 @@ USAGE = """usage: dlbench <command> [arguments]
   train -m [OVERRIDE ...]   train a sweep:   dlbench train -m lr=1,0.1,0.01,0.001
   train ... --into DIR      run or sweep into DIR; finished runs there are kept, unfinished resume
   resume RUN_DIR|SWEEP_DIR  continue an interrupted run, or re-run a sweep into its folder
-  report SWEEP_DIR ...      the results table (mean ± std over seeds), notes and plots of sweeps
+  report SWEEP_DIR ...      the results table (mean, 95% interval over seeds), notes and plots of sweeps
   list                      the datasets, models, optimizers, ... that configs can name
   data [DATASET ...]        make sure a dataset is on disk (default: fashion_mnist)
   interpolate RUN_A RUN_B   loss and accuracy along (1-a) theta_A + a theta_B  [--alphas FROM:TO:N] [--out DIR]

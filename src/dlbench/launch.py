@@ -149,7 +149,8 @@ def train_main(args: list[str], continue_finished: bool = False, command: list[s
 
 
 def _train(args: list[str]) -> int:
-    args = [a for a in args if a != "--debug"]
+    multirun = [a for a in args if a in ("-m", "--multirun")]  # first: Hydra's parser takes flags before overrides only
+    args = [*multirun[:1], *(a for a in args if a != "--debug" and a not in multirun)]
     made = folder = None
     signal.signal(signal.SIGTERM, _interrupt)  # a killed run is recorded as interrupted
     launched.clear()

@@ -1,7 +1,8 @@
 """The report of sweeps' runs (read by dlbench.runs): a table whose rows and columns are the
-overrides that vary and whose cells are mean ± std over seeds, notes (the largest learning rate
-that did not diverge), every run with its status, and overlaid curves; report.md, report.csv,
-runs.csv and plots/."""
+overrides that vary and whose cells are the mean over seeds with its 95% interval, marked where a
+difference from the column's best is within the noise (Welch's t-test, dlbench.stats), notes (the
+largest learning rate that did not diverge), every run with its status, and overlaid curves;
+report.md, report.csv, runs.csv and plots/."""
 import csv
 import io
 import math
@@ -13,6 +14,7 @@ from pathlib import Path
 from dlbench.figures import pyplot, save_figure
 from dlbench.metrics import goal
 from dlbench.runs import ReportError, Run, load_runs
+from dlbench.stats import Difference, half_width, welch
 from dlbench.status import Status
 
 REPLICATE_KEYS = ("seed",)  # runs that differ only in these are repeats of one cell
@@ -77,6 +79,10 @@ class Cell:
         values = self.values(metric)
         return statistics.stdev(values) if len(values) >= 2 else None
 
+    def interval(self, metric: str) -> float | None:
+        """Half the width of the mean's 95% interval over seeds; None for one value."""
+        return half_width(self.values(metric))
+
     def unfinished(self) -> list[str]:
         """The runs that did not complete, by status: `1 diverged`, `2 not started`."""
         counts = Counter(r.status for r in self.runs if r.status != Status.COMPLETED)
@@ -110,6 +116,18 @@ class Table:
             return set()
         top = pick(means.values())
         return {row for row, m in means.items() if m == top}
+
+    def versus_best(self, row: tuple, col: tuple, metric: str) -> Difference | None:
+        """Welch's test of this cell against its column's best (the first, if tied); None for the
+        best itself, a metric without a better direction, or cells of one run."""
+        best = sorted(self.best(col, metric), key=lambda r: [value_order(v) for v in r])
+        if not best or row == best[0]:
+            return None
+        return welch(self.cell(row, col).values(metric), self.cell(best[0], col).values(metric))
+
+    def repeated(self) -> bool:
+        """Whether any cell has two completed runs or more of a metric (an interval to show)."""
+        return any(len(cell.values(m)) >= 2 for cell in self.cells.values() for m in self.metrics)
 
 
 def build_table(runs: list[Run], metrics: list[str], rows: list[str] | None = None,
@@ -154,12 +172,17 @@ def fmt(value, std: float | None = None) -> str:
     return text if std is None else f"{text} ± {std:,.{places}f}"
 
 
-def cell_text(cell: Cell, metric: str) -> str:
-    """`mean ± std (n)` over the completed runs, then what it leaves out: `0.8512 ± 0.0040 (2); 1 diverged`."""
+WITHIN_NOISE = "≈"  # after a cell whose difference from its column's best Welch's test cannot tell from noise
+
+
+def cell_text(cell: Cell, metric: str, versus_best: Difference | None = None) -> str:
+    """`mean ± half-width of the 95% interval (n)` over the completed runs, ≈ if it is within the
+    noise of the column's best, then what it leaves out: `0.8512 ± 0.0040 (3) ≈; 1 diverged`."""
     values, notes = cell.values(metric), cell.notes(metric)
     if not values:
         return "; ".join(notes) or "—"
-    return "; ".join([f"{fmt(cell.mean(metric), cell.std(metric))} ({len(values)})", *notes])
+    tied = f" {WITHIN_NOISE}" if versus_best is not None and not versus_best.beyond_noise else ""
+    return "; ".join([f"{fmt(cell.mean(metric), cell.interval(metric))} ({len(values)}){tied}", *notes])
 
 
 def label(keys: list[str], values: tuple) -> str:
@@ -180,7 +203,7 @@ def table_grid(table: Table) -> list[list[str]]:
     for row in table.rows:
         line = [str(v) for v in row] or ["all runs"]
         for col, m in columns:
-            text = cell_text(table.cell(row, col), m)
+            text = cell_text(table.cell(row, col), m, table.versus_best(row, col, m))
             line.append(Best(text) if row in best[(col, m)] else text)
         grid.append(line)
     return grid
@@ -208,11 +231,12 @@ def latex(grid: list[list[str]]) -> str:
 
 
 def table_csv(table: Table) -> str:
-    """One line per cell, numbers unformatted: mean, std and count of each metric."""
+    """One line per cell, numbers unformatted, of each metric: mean, sample std, half-width of the
+    95% interval, count, and Welch's p-value against the column's best."""
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow([*table.row_keys, *table.col_keys, "runs", "statuses",
-                     *[f"{stat}({m})" for m in table.metrics for stat in ("mean", "std", "n")]])
+                     *[f"{stat}({m})" for m in table.metrics for stat in ("mean", "std", "ci95", "n", "p_vs_best")]])
     for row in table.rows:
         for col in table.cols:
             cell = table.cell(row, col)
@@ -220,7 +244,8 @@ def table_csv(table: Table) -> str:
                 continue
             statuses = "; ".join(f"{s}:{sum(r.status == s for r in cell.runs)}"
                                 for s in sorted({r.status for r in cell.runs}))
-            stats = [x for m in table.metrics for x in (cell.mean(m), cell.std(m), len(cell.values(m)))]
+            stats = [x for m in table.metrics for x in (cell.mean(m), cell.std(m), cell.interval(m), len(cell.values(m)),
+                                                        getattr(table.versus_best(row, col, m), "p", None))]
             writer.writerow([*row, *col, len(cell.runs), statuses, *("" if x is None else x for x in stats)])
     return out.getvalue()
 
@@ -263,6 +288,37 @@ def lr_notes(runs: list[Run]) -> list[str]:
         notes.append(f"{where}: largest {lr_key} that did not diverge: {best}"
                      + (f" (diverged: {', '.join(diverged)})" if diverged else ""))
     return notes
+
+
+def legend(table: Table) -> str:
+    """How to read the table's cells."""
+    if not table.repeated():
+        return ("Cells: the one completed run of each cell (count in brackets); best per column in bold. One run per "
+                "cell has no interval and no test: read small differences as noise (`seeds=3` repeats every cell).")
+    return ("Cells: mean ± half-width of its 95% confidence interval over seeds (Student's t; completed runs, count "
+            f"in brackets); best per column in bold; {WITHIN_NOISE}: within the noise of that best (Welch's t-test, "
+            "two-sided p ≥ 0.05, each cell tested alone, not corrected for the number of comparisons).")
+
+
+def differences(table: Table) -> list[str]:
+    """A section: for the first metric with a better direction, each cell against its column's best,
+    the difference of the means with its 95% interval and Welch's p-value."""
+    metric = next((m for m in table.metrics if goal(m) is not None), None)
+    lines = []
+    for col in table.cols if metric else []:
+        best = sorted(table.best(col, metric), key=lambda r: [value_order(v) for v in r])
+        for row in table.rows:
+            if (d := table.versus_best(row, col, metric)) is not None:
+                lines.append(f"| {label(table.row_keys, row) or 'all runs'} | {label(table.col_keys, col) or '—'} "
+                             f"| {label(table.row_keys, best[0])} | {fmt(d.diff)} | {fmt(d.diff - d.half)} to "
+                             f"{fmt(d.diff + d.half)} | {d.p:.3g} | {'yes' if d.beyond_noise else 'no'} |")
+    if not lines:
+        return []
+    return [f"## Differences from the best: {metric}", "",
+            "Each cell's mean minus its column's best, with the 95% interval of that difference and the two-sided "
+            "p-value of Welch's t-test (unequal variances); beyond the noise at p < 0.05.", "",
+            "| cell | column | best | difference | 95% interval | p | beyond noise |",
+            "| --- | --- | --- | --- | --- | --- | --- |", *lines, ""]
 
 
 def status_line(runs: list[Run]) -> str:
@@ -317,7 +373,7 @@ def _save(fig, path: Path) -> None:
 
 
 def plot_metric_vs(table: Table, metric: str, path: Path) -> bool:
-    """The metric (mean ± std over seeds) against the first row key, one line per column and
+    """The metric (mean and 95% interval over seeds) against the first row key, one line per column and
     combination of the other row keys."""
     if not table.row_keys:
         return False
@@ -328,7 +384,7 @@ def plot_metric_vs(table: Table, metric: str, path: Path) -> bool:
     series: dict[tuple, list] = {}
     for (row, col), cell in table.cells.items():
         if (mean := cell.mean(metric)) is not None:
-            series.setdefault((row[1:], col), []).append((position[row[0]], mean, cell.std(metric) or 0.0))
+            series.setdefault((row[1:], col), []).append((position[row[0]], mean, cell.interval(metric) or 0.0))
     if not series:
         return False
     plt = pyplot()
@@ -341,7 +397,7 @@ def plot_metric_vs(table: Table, metric: str, path: Path) -> bool:
         ax.set_xscale("log")
     if not numeric:
         ax.set_xticks(range(len(xs)), xs)
-    ax.set(xlabel=x_key, ylabel=metric, title=f"{metric} against {x_key} (completed runs; bars: std over seeds)")
+    ax.set(xlabel=x_key, ylabel=metric, title=f"{metric} against {x_key} (completed runs; bars: 95% interval over seeds)")
     ax.title.set_fontsize(9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
@@ -366,8 +422,7 @@ def write_report(table: Table, runs: list[Run], out: Path, fmt_name: str, title:
     text = {"md": markdown(grid), "csv": table_csv(table), "latex": latex(grid)}
     heading = title or f"Report: {', '.join(sorted({str(r.path.parent) for r in runs}))}"
     md = [f"# {heading}", "", status_line(runs), "",
-          "Cells: mean ± sample std over seeds (completed runs; count in brackets); best per column in bold.", "",
-          text["md"], "", *[f"- {n}" for n in notes], "",
+          legend(table), "", text["md"], "", *[f"- {n}" for n in notes], "", *differences(table),
           *[f"![{name}]({rel})" for name, rel in plots.items() if made[name]], "",
           *sections, "## Every run", "", markdown(runs_grid(runs, table.metrics)), "", *provenance_lines(runs)]
     (out / "report.md").write_text("\n".join(md))

@@ -131,7 +131,7 @@ WIDTHS = ListOf(POS_INT)
 # every knob a config can have, by its full key; a key a config lacks is not checked
 KNOBS: dict[str, object] = {
     # top level (conf/train.yaml)
-    "lr": POS, "epochs": POS_INT, "batch_size": POS_INT, "seed": NONNEG_INT, "device": Choice(C.DEVICES),
+    "lr": POS, "epochs": POS_INT, "batch_size": POS_INT, "seed": NONNEG_INT, "seeds": POS_INT, "device": Choice(C.DEVICES),
     "target_acc": FRACTION, "warmup_steps": NONNEG_INT, "objective": Text(null="best/<the judging metric>"),
     "quick": BOOL,
     # trainer, logger

@@ -1,11 +1,14 @@
-"""A study's sweep before it runs: the command line it expands into, the sweep its file adds (to
-check each value first), and the experiment files that are studies."""
+"""A study's sweep before it runs: the command line it expands into (with `seeds=N`, each cell N
+times), the sweep its file adds (to check each value first), and the experiment files that are
+studies."""
 import functools
 
 import yaml
 
 from dlbench.errors import ConfigError
-from dlbench.overrides import is_grid, sweeper_params
+from dlbench.overrides import is_grid, parse_or_explain, sweeper_params
+
+EXPANDED = ("experiment", "quick", "seeds")  # the keys that make a command line more than it says
 
 
 def study_config(args: list[str]):
@@ -31,21 +34,50 @@ def _composed(args: tuple[str, ...]):
 
 def expand(args: list[str]) -> list[str]:
     """The command line a study runs: -m (the file sets hydra.mode=MULTIRUN for Hydra; dlbench
-    makes the sweep folder before Hydra starts, so it needs to know too), and with quick=true the
-    study's quick overrides before the user's, so that the user's own win."""
-    if not any(a.lstrip("+").split("=")[0] in ("experiment", "quick") for a in args):
+    makes the sweep folder before Hydra starts, so it needs to know too), with quick=true the
+    study's quick overrides before the user's, so that the user's own win, and with seeds=N (on
+    the command line or in the study's file) the seed sweep that repeats every cell."""
+    if not any(a.lstrip("+").split("=")[0] in EXPANDED for a in args):
         return args
     cfg = study_config(args)
     layout, quick = cfg.get("study"), cfg.get("quick") is True  # another value is the schema's to refuse
     if quick and layout is None:
         raise ConfigError("quick", True, "shortens a study, and the experiment chosen (if any) has none",
                           f"add experiment=NAME; studies: {', '.join(studies())}")
-    if layout is None:
-        return args
     one_run = "hydra.mode=RUN" in args  # the study's setup, trained once
+    shorter = [str(o) for o in (layout or {}).get("quick") or []] if quick else []
+    seeds = repeats(study_config([*shorter, *args]) if shorter else cfg, args, one_run)  # quick may set seeds
+    if layout is None and not seeds:
+        return args
     multirun = [] if ("-m" in args or "--multirun" in args or one_run) else ["-m"]
-    shorter = [str(o) for o in layout.get("quick") or []] if quick else []
-    return [*multirun, *shorter, *args]
+    kept = [a for a in args if not (seeds and a.lstrip("+").split("=")[0] in ("seed", "seeds"))]
+    return [*multirun, *shorter, *kept, *seeds]
+
+
+def repeats(cfg, args: list[str], one_run: bool) -> list[str]:
+    """The overrides that run each cell of the sweep `seeds` times: seeds seed, seed+1, ...,
+    seed+N-1, trained by the fused launcher (N runs of one architecture as one vectorised model,
+    each with its own numbers) unless a launcher was chosen. [] for seeds=1, or when the sweep
+    already is that seed range (a sweep resumed from its record)."""
+    n, base = cfg.get("seeds"), cfg.get("seed")
+    if not (isinstance(n, int) and not isinstance(n, bool) and n > 1 and isinstance(base, int)):
+        return []  # one run a cell, or a value the schema refuses before anything runs
+    wanted = [str(s) for s in range(base, base + n)]
+    swept = [list(o.sweep_string_iterator()) for o in parse_or_explain(
+        [a for a in [*sweeper_params(cfg.hydra.sweeper), *args] if a.lstrip("+").split("=")[0] == "seed"])
+        if o.is_sweep_override()]
+    if swept and swept[-1] == wanted:
+        return []
+    clash = (("the sweep sets seed too", "drop seeds=N or the seed sweep") if swept
+             else ("hydra.mode=RUN trains one run", "drop one of them") if one_run
+             else ("an Optuna search draws its own points", "use a grid sweep") if not is_grid(cfg.hydra.sweeper)
+             else None)
+    if clash:
+        raise ConfigError("seeds", n, f"repeats every cell with seeds {base} to {base + n - 1}, and {clash[0]}",
+                          clash[1])
+    basic = str(cfg.hydra.launcher.get("_target_", "")).endswith("BasicLauncher")
+    chosen = any(a.startswith(("hydra/launcher=", "hydra.launcher.")) for a in args)
+    return [f"seed=range({base},{base + n})", *(["hydra/launcher=fused"] if basic and not chosen else [])]
 
 
 def sweep_params(args: list[str]) -> list[str]:
