@@ -54,6 +54,7 @@ CASES = {
     "dropout": ["lr=0.1,0.05", "regularizer=dropout", "regularizer.dropout.rate=0.3,0.5"],
     "grad-clip": ["lr=0.5,0.1", "regularizer=grad_clip", "regularizer.grad_clip.max_norm=0.5"],
     "cnn-through-vmap": ["model=cnn", "model.channels=[4,8]", "lr=0.1,0.05", "optimizer.momentum=0.9"],
+    "mse-mean-and-sum": ["loss=mse", "loss.reduction=mean,sum", "lr=0.5"],  # one group, each member its own loss
 }
 
 

@@ -17,7 +17,7 @@ from dlbench.data.augment import Augment
 from dlbench.losses import build_loss, inverse_frequency_weights
 from dlbench.models import create_model
 from dlbench.optim import build_schedule
-from dlbench.regularizers import L2Penalty
+from dlbench.regularizers import L2Penalty, output_layer
 from dlbench.train import run
 from tests.conftest import digits_cfg
 
@@ -128,6 +128,21 @@ def test_l2_penalty_is_coef_times_squared_weights_only():
     assert penalised(model(x), y).item() == pytest.approx(expected.item(), rel=1e-6)
 
 
+@pytest.mark.parametrize("name, kwargs", [("mlp", {"hidden": [5, 6]}), ("cnn", {}), ("lenet", {}),
+                                          ("resnet18", {})])
+def test_l2_on_hidden_layers_leaves_the_output_layer_free(name, kwargs):
+    """regularizer.l2.layers=hidden: Keras' exercise puts l2 on its hidden layers, not the softmax layer."""
+    model = create_model(name, in_shape=(1, 28, 28), num_classes=7, **kwargs)
+    out = output_layer(model)
+    assert out.weight.shape[0] == 7  # the layer that gives the 7 logits
+    hidden = L2Penalty(nn.CrossEntropyLoss(), model, coef=0.01, layers="hidden")
+    every = L2Penalty(nn.CrossEntropyLoss(), model, coef=0.01)
+    assert every.penalty().item() == pytest.approx(hidden.penalty().item() + 0.01 * out.weight.pow(2).sum().item(),
+                                                   rel=1e-5)
+    grad, = torch.autograd.grad(hidden.penalty(), out.weight, allow_unused=True)
+    assert grad is None  # no pull on the output layer's weights
+
+
 def weight_norm(run_dir):
     state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)["model"]
     return sum(v.pow(2).sum() for k, v in state.items() if k.endswith("weight")).sqrt().item()
@@ -228,13 +243,30 @@ def test_augmentation_is_applied_to_training_batches_only(in_tmp):
 # ---------------------------------------------------------------- losses
 
 def test_mse_on_one_hot_trains_and_is_reported_as_such(in_tmp):
-    summary = run(digits_cfg("loss=mse", "epochs=4", "lr=0.5"), run_dir=in_tmp / "r")
+    summary = run(digits_cfg("loss=mse", "loss.reduction=sum", "epochs=4", "lr=0.5"), run_dir=in_tmp / "r")
     losses = [m["train/loss"] for m in read_metrics(in_tmp / "r")]
     assert losses[-1] < 0.8 * losses[0]
     assert summary["loss"] == "MeanSquaredError"
     logits, y = torch.tensor([[2.0, 0.0]]), torch.tensor([1])
     p = torch.softmax(logits, 1)[0]
-    assert build(compose(["loss=mse"]).loss)(logits, y).item() == pytest.approx((p[0] ** 2 + (p[1] - 1) ** 2).item())
+    squared = (p[0] ** 2 + (p[1] - 1) ** 2).item()
+    assert build(compose(["loss=mse", "loss.reduction=sum"]).loss)(logits, y).item() == pytest.approx(squared)
+    assert build(compose(["loss=mse"]).loss)(logits, y).item() == pytest.approx(squared / 2)  # mean over 2 classes
+
+
+def test_mse_means_what_torchs_mse_loss_means_and_sum_is_k_times_it():
+    """loss=mse on classification: nn.MSELoss (Keras' mean_squared_error) of softmax against one-hot,
+    a gradient 1/K of the summed form's; on regression the plain mean squared error."""
+    logits, y = torch.randn(16, 10, requires_grad=True), torch.randint(0, 10, (16,))
+    mean, total = build(compose(["loss=mse"]).loss), build(compose(["loss=mse", "loss.reduction=sum"]).loss)
+    expected = nn.MSELoss()(logits.softmax(1), nn.functional.one_hot(y, 10).float())
+    assert mean(logits, y).item() == pytest.approx(expected.item(), rel=1e-6)
+    g_mean, = torch.autograd.grad(mean(logits, y), logits)
+    g_sum, = torch.autograd.grad(total(logits, y), logits)
+    assert torch.allclose(g_sum, 10 * g_mean, rtol=1e-5, atol=1e-8)
+    out, target = torch.randn(16, 3), torch.randn(16, 3)
+    assert mean(out, target).item() == pytest.approx(nn.MSELoss()(out, target).item(), rel=1e-6)
+    assert total(out, target).item() == pytest.approx(3 * nn.MSELoss()(out, target).item(), rel=1e-6)
 
 
 def test_class_weights_are_inverse_frequency():

@@ -28,6 +28,8 @@ FEATURES = ("x1", "x2", "x1sq", "x2sq", "x1x2", "sin_x1", "sin_x2")  # data.synt
 BOOLEAN_FUNCTIONS = ("and", "or", "xor", "nand", "nor", "xnor")   # data.synthetic
 EMBEDDING_METHODS = ("pca", "tsne", "umap")                       # callbacks.probes
 MONITOR_MODES = ("min", "max")                                    # early stopping, reduce-on-plateau
+MSE_REDUCTIONS = ("mean", "sum")                                  # losses.MeanSquaredError
+L2_LAYERS = ("all", "hidden")                                     # regularizers.L2Penalty
 ANALYSIS_KINDS = ("interpolate", "trajectory", "gallery", "overlay", "scatter", "per_class", "steps", "text",
                   "examples", "info")                             # study.analyses (a study's analyses: kind)
 

@@ -6,20 +6,31 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from dlbench import choices as C
 from dlbench.config import build
 from dlbench.errors import ConfigError
 
 
 class MeanSquaredError(nn.Module):
-    """loss=mse. For regression (float targets): the mean squared error of the outputs. For
+    """loss=mse. For regression (float targets): the squared error of the outputs. For
     classification (class ids): the squared error between the softmax probabilities and one-hot
-    targets, summed over classes and averaged over the batch."""
+    targets. reduction=mean averages it over the batch and the outputs (torch's nn.MSELoss, Keras'
+    mean_squared_error); reduction=sum sums it over the outputs (classes) and averages over the
+    batch, a gradient K times as large for K classes."""
+
+    REDUCE = C.implement(C.MSE_REDUCTIONS, {"mean": lambda err: err.mean(),
+                                            "sum": lambda err: err.flatten(1).sum(1).mean()})
+
+    def __init__(self, reduction: str = "mean"):
+        super().__init__()
+        self.reduction = reduction
 
     def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if y.is_floating_point():
-            return F.mse_loss(logits, y)
-        target = F.one_hot(y, logits.shape[1]).to(logits.dtype)
-        return (logits.softmax(dim=1) - target).pow(2).sum(dim=1).mean()
+            err = (logits - y.view_as(logits)).pow(2)
+        else:
+            err = (logits.softmax(dim=1) - F.one_hot(y, logits.shape[1]).to(logits.dtype)).pow(2)
+        return self.REDUCE[self.reduction](err)
 
 
 class BinaryCrossEntropy(nn.Module):

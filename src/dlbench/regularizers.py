@@ -16,6 +16,7 @@ import torch
 import yaml
 from torch import nn
 
+from dlbench import choices as C
 from dlbench.callbacks import Callback
 from dlbench.callbacks.early_stopping import EarlyStopping
 from dlbench.config import CONF_DIR, build, group_options
@@ -83,11 +84,11 @@ class LabelSmoothing(Regularizer):
 class L2(Regularizer):
     name = "l2"
 
-    def __init__(self, coef: float, weights_only: bool = True):
-        self.coef, self.weights_only = coef, weights_only
+    def __init__(self, coef: float, weights_only: bool = True, layers: str = "all"):
+        self.coef, self.weights_only, self.layers = coef, weights_only, layers
 
     def train_loss(self, loss_fn, model):
-        return L2Penalty(loss_fn, model, self.coef, self.weights_only)
+        return L2Penalty(loss_fn, model, self.coef, self.weights_only, self.layers)
 
 
 class Augmentation(Regularizer):
@@ -118,14 +119,36 @@ class EarlyStop(Regularizer):
         return [self.stopper]
 
 
+def output_layer(model: nn.Module) -> nn.Module:
+    """The layer that gives the model's outputs: the one owning its last weight matrix or kernel
+    (in registration order, which dlbench's models follow from input to output)."""
+    name = [n for n, p in model.named_parameters() if p.dim() >= 2][-1]
+    return model.get_submodule(name.rpartition(".")[0])
+
+
+def _hidden(model: nn.Module) -> list[nn.Parameter]:
+    out = {id(p) for p in output_layer(model).parameters()}
+    return [p for p in model.parameters() if id(p) not in out]
+
+
+# regularizer.l2.layers: all (every layer), hidden (all but the output layer, as Keras' exercise
+# puts kernel_regularizer on its hidden Dense layers only)
+PENALISED = C.implement(C.L2_LAYERS, {"all": lambda model: list(model.parameters()), "hidden": _hidden})
+
+
+def penalised(model: nn.Module, layers: str) -> list[nn.Parameter]:
+    return PENALISED[layers](model)
+
+
 class L2Penalty(nn.Module):
     """loss + coef * sum of squared weights. Unlike the optimizer's weight_decay, the penalty is
     part of the objective, so it goes through the gradient (and Adam's scaling of it)."""
 
-    def __init__(self, loss_fn: nn.Module, model: nn.Module, coef: float, weights_only: bool = True):
+    def __init__(self, loss_fn: nn.Module, model: nn.Module, coef: float, weights_only: bool = True,
+                 layers: str = "all"):
         super().__init__()
         self.loss_fn, self.coef = loss_fn, coef
-        self.params = [p for p in model.parameters() if p.dim() >= 2 or not weights_only]  # not registered
+        self.params = [p for p in penalised(model, layers) if p.dim() >= 2 or not weights_only]  # not registered
 
     def penalty(self) -> torch.Tensor:
         return self.coef * torch.stack([p.pow(2).sum() for p in self.params]).sum()

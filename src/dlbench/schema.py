@@ -182,14 +182,14 @@ KNOBS: dict[str, object] = {
     "scheduler.threshold": NONNEG,
     # regularizers
     "regularizer.dropout.rate": RATE, "regularizer.batchnorm.enabled": BOOL, "regularizer.l2.coef": NONNEG,
-    "regularizer.l2.weights_only": BOOL, "regularizer.label_smoothing.eps": RATE,
+    "regularizer.l2.weights_only": BOOL, "regularizer.l2.layers": Choice(C.L2_LAYERS), "regularizer.label_smoothing.eps": RATE,
     "regularizer.grad_clip.max_norm": POS, "regularizer.early_stopping.monitor": Text(),
     "regularizer.early_stopping.mode": Choice(C.MONITOR_MODES), "regularizer.early_stopping.patience": POS_INT,
     "regularizer.early_stopping.min_delta": NONNEG, "regularizer.early_stopping.restore_best": BOOL,
     "regularizer.augmentation.crop_padding": NONNEG_INT, "regularizer.augmentation.hflip": BOOL,
     "regularizer.augmentation.rotation": Num(0, 180), "regularizer.augmentation.noise_std": NONNEG,
     # loss
-    "loss.label_smoothing": RATE, "loss.weight": ListOf(NONNEG, min_len=1, null="inverse class frequency"),
+    "loss.label_smoothing": RATE, "loss.reduction": Choice(C.MSE_REDUCTIONS), "loss.weight": ListOf(NONNEG, min_len=1, null="inverse class frequency"),
     # probes
     "probe.grad_norm.first_steps": NONNEG_INT, "probe.grad_norm.every": POS_INT, "probe.grad_norm.per_layer": BOOL,
     "probe.embeddings.epochs": ListOf(NONNEG_INT, min_len=1, null="start, middle and end"),
