@@ -257,3 +257,34 @@ def test_seeds_trains_each_cell_n_times_and_the_report_gives_intervals(in_tmp, c
     assert train("seeds=3", "-m", "dataset=digits", "model.hidden=[16]", "epochs=2", "lr=0.1,0.5", "logger=none",
                  *QUIET, "--into", "sw") == 0  # the same command again: every run found finished, none twice
     assert len(list((in_tmp / "sw").glob("*/summary.json"))) == 6
+
+
+def dense_params(sizes: list[int], batchnorm: bool) -> int:
+    """Weights and biases of dense layers of these widths, with batch norm's scale and shift after each
+    hidden layer (the count Keras' summary gives as trainable)."""
+    return sum(a * b + b for a, b in zip(sizes, sizes[1:])) + (2 * sum(sizes[1:-1]) if batchnorm else 0)
+
+
+def conv_params(channels: list[int], batchnorm: bool, k: int = 3) -> int:
+    """3x3 kernels; a convolution followed by batch norm has no bias (batch norm's shift is one)."""
+    return sum(a * b * k * k + (2 * b if batchnorm else b) for a, b in zip([1, *channels], channels))
+
+
+@pytest.mark.parametrize("arm, expected", [
+    ("width_depth/base", dense_params([784, 512, 512, 10], False)),
+    ("width_depth/wider", dense_params([784, 1024, 1024, 10], False)),
+    ("width_depth/deeper", dense_params([784, 512, 512, 512, 10], False)),
+    ("width_depth/base_bn", dense_params([784, 512, 256, 128, 64, 10], True)),  # 576,970
+    ("width_depth/wider_bn", dense_params([784, 1024, 512, 256, 128, 64, 10], True)),
+    ("width_depth/deeper_bn", dense_params([784, 512, 256, 128, 64, 32, 16, 10], True)),
+    ("mlp_vs_cnn/mlp_bn", dense_params([784, 512, 256, 128, 64, 10], True)),
+    ("mlp_vs_cnn/cnn", conv_params([32, 64], False) + dense_params([64 * 7 * 7, 128, 10], False)),
+    ("mlp_vs_cnn/cnn_bn", conv_params([32, 64, 128], True) + dense_params([128 * 3 * 3, 512, 256, 128, 64, 10], True)),
+])
+def test_the_batch_norm_arms_are_the_exercises_nets(arm, expected):
+    """width_depth's and mlp_vs_cnn's arms have the exercise's layers: their parameter counts, from
+    the layer widths alone, match."""
+    cfg = compose([f"experiment={arm.split('/')[0]}", f"variant={arm}"])
+    model = build(cfg.model, in_shape=(1, 28, 28), num_classes=10)
+    assert sum(p.numel() for p in model.parameters()) == expected
+    assert any(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules()) == arm.endswith("_bn")
