@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from dlbench.artifacts import read_metrics
+from dlbench.callbacks import Callback
 from dlbench.callbacks.classes import confusion_matrix
 from dlbench.callbacks.early_stopping import EarlyStopping
 from dlbench.config import build, compose
@@ -360,3 +361,37 @@ def test_per_class_accuracy_and_confusion_matrix_are_reported(in_tmp):
         assert (in_tmp / "r" / "plots" / name).is_file()
     assert confusion_matrix(torch.tensor([0, 1, 1]), torch.tensor([0, 0, 1]), 2).tolist() == [[1, 1], [0, 1]]
     assert json.loads((in_tmp / "r" / "summary.json").read_text())["test/confusion"] == summary["test/confusion"]
+
+
+# ---------------------------------------------------------------- denormal floats
+
+class DenormalProducts(Callback):
+    """Inside the run: whether a denormal float (1e-42, below float32's smallest normal 1.2e-38) times
+    one, and any entry of a matmul whose every entry is a sum of denormals (computed by all the
+    threads), is non-zero, read from the bits (a float comparison would itself flush)."""
+    seen = None
+
+    def on_epoch_start(self, state):
+        tiny = torch.full((512, 512), 714, dtype=torch.int32).view(torch.float32)  # 1e-42 from its bits: no rounding
+        DenormalProducts.seen = (bool((tiny[0, :1] * 1.0).view(torch.int32).ne(0).any()),
+                                 bool((torch.ones(256, 512) @ tiny).view(torch.int32).ne(0).any()))
+
+
+def set_flush_everywhere(flush: bool) -> None:
+    from dlbench.threads import flush_denormals
+    flush_denormals(flush)
+
+
+@pytest.mark.parametrize("flush", [True, False])
+def test_a_run_flushes_denormals_to_zero_in_every_thread_unless_told_not_to(in_tmp, extra_callback, flush):
+    """torch.set_flush_denormal sets the calling thread's flags only; OpenMP's workers, made before,
+    keep theirs: with two threads half the matmul would still see denormals."""
+    extra_callback(DenormalProducts())
+    set_flush_everywhere(not flush)  # whatever the process had before, the run sets its own
+    try:
+        summary = run(digits_cfg("epochs=1", "trainer.threads=2", f"trainer.flush_denormal={str(flush).lower()}"),
+                      run_dir=in_tmp / "r")
+    finally:
+        set_flush_everywhere(True)
+    assert summary["flush_denormal"] is flush
+    assert DenormalProducts.seen == (not flush, not flush)

@@ -138,7 +138,8 @@ KNOBS: dict[str, object] = {
     "trainer.eval_batch_size": POS_INT, "trainer.log_every": POS_INT, "trainer.diverge_factor": Num(1),
     "trainer.checkpoint": BOOL, "trainer.stop_at_target": BOOL, "trainer.progress": Choice(C.PROGRESS),
     "trainer.threads": AnyOf((Choice(("auto",)), Num(1, integer=True, null="torch's default, every core"))),
-    "trainer.precision": Choice(C.PRECISIONS), "trainer.compile": BOOL, "trainer.channels_last": BOOL,
+    "trainer.precision": Choice(C.PRECISIONS), "trainer.flush_denormal": BOOL, "trainer.compile": BOOL,
+    "trainer.channels_last": BOOL,
     "logger.enabled": BOOL, "logger.sample_images": NONNEG_INT,
     # dataset: the image sets
     "dataset.val_split": RATE, "dataset.limit": Num(1, integer=True, null="every training example"),

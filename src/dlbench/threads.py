@@ -9,6 +9,7 @@ default) alone, cores // n when n runs train. A run that ends, or dies, leaves t
 pid is dropped), and the others take the cores back at their next look. A cluster task that was
 given its cores (submitit's cpus_per_task) keeps that many threads instead.
 """
+import ctypes
 import hashlib
 import os
 import tempfile
@@ -87,3 +88,28 @@ class ShareThreads(Callback):
 
     def on_run_end(self, state) -> None:
         self.entry.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------- denormal floats
+
+def flush_denormals(flush: bool) -> None:
+    """trainer.flush_denormal: floats below float32's smallest normal (1.2e-38) computed as zero (the
+    CPU's FTZ and DAZ flags), or not. A weight decaying towards zero (L2, weight decay, a long run
+    at a small rate) can become denormal, and a matmul against such a matrix runs up to 100x
+    slower. The flags belong to each thread, and torch.set_flush_denormal sets only the calling
+    one's: OpenMP's worker threads keep the flags they were created with. So they are set in one
+    parallel region of the OpenMP runtime torch uses, on as many threads as this machine has
+    cores (those a later, larger thread count wakes too). Without GNU OpenMP (macOS, Windows) the
+    calling thread's are set."""
+    torch.set_flush_denormal(flush)
+    try:
+        gomp = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libgomp.so.1"))
+    except OSError:
+        return
+
+    @ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+    def each_thread(_):
+        torch.set_flush_denormal(flush)
+
+    gomp.GOMP_parallel(each_thread, None, ctypes.c_uint(max(os.cpu_count() or 1, torch.get_num_threads())),
+                       ctypes.c_uint(0))

@@ -29,6 +29,7 @@ from dlbench.run.check import check_fit
 from dlbench.run.recorder import TensorBoardSink
 from dlbench.run.state import RunState
 from dlbench.status import Status
+from dlbench.threads import flush_denormals
 
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's, for train.log
 
@@ -84,6 +85,7 @@ class Run:
             check_fit(cfg)
             if isinstance(cfg.trainer.threads, int):  # auto: ShareThreads sets them as the run goes
                 torch.set_num_threads(cfg.trainer.threads)
+            flush_denormals(bool(cfg.trainer.get("flush_denormal", True)))  # in every OpenMP thread
             state, callbacks = build_state(cfg, self.run_dir, self.overrides, data_cache)
             checkpoint.resume(state, callbacks)
             return state, callbacks

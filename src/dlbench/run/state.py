@@ -111,6 +111,7 @@ class RunState:
             **self.precision.summary(),
             "compile": bool(cfg.trainer.get("compile", False)),
             "threads": torch.get_num_threads(),  # throughput depends on it; parallel sweeps split the cores
+            "flush_denormal": bool(cfg.trainer.get("flush_denormal", True)),
             "seed": cfg.seed,
             "overrides": self.overrides,
             "report_columns": task.report_columns(self.monitor),  # what `dlbench report` shows by default
