@@ -75,6 +75,10 @@ def test_seeds_repeats_every_cell_with_consecutive_seeds_fused_unless_a_launcher
         "-m", "hydra/launcher=joblib", "lr=1,2", "seed=range(0,2)"]
     assert study.expand(expanded) == expanded  # a sweep resumed from its record is not repeated twice
     assert study.expand(["seeds=1", "lr=0.1"]) == ["seeds=1", "lr=0.1"]
+    # a study's own seeds: fused, unless its file chose a launcher (init times each run alone)
+    assert study.expand(["experiment=regularisers"])[-2:] == ["seed=range(0,3)", "hydra/launcher=fused"]
+    assert study.expand(["experiment=init"])[-1] == "seed=range(0,3)"
+    assert study.expand(["experiment=init", "quick=true"])[-1] == "quick=true"  # quick: one seed
 
 
 @pytest.mark.parametrize("args, clash", [(["-m", "seeds=3", "seed=0,1"], "the sweep sets seed too"),

@@ -76,8 +76,19 @@ def repeats(cfg, args: list[str], one_run: bool) -> list[str]:
         raise ConfigError("seeds", n, f"repeats every cell with seeds {base} to {base + n - 1}, and {clash[0]}",
                           clash[1])
     basic = str(cfg.hydra.launcher.get("_target_", "")).endswith("BasicLauncher")
-    chosen = any(a.startswith(("hydra/launcher=", "hydra.launcher.")) for a in args)
+    chosen = any(a.startswith(("hydra/launcher=", "hydra.launcher.")) for a in args) or study_launcher(cfg)
     return [f"seed=range({base},{base + n})", *(["hydra/launcher=fused"] if basic and not chosen else [])]
+
+
+def study_launcher(cfg) -> bool:
+    """Whether the experiment file chose a launcher (`override /hydra/launcher: basic` keeps a study's
+    runs apart, so that each run's seconds are its own)."""
+    from dlbench.config import CONF_DIR
+
+    name = cfg.hydra.runtime.choices.get("experiment")
+    path = CONF_DIR / "experiment" / f"{name}.yaml"
+    defaults = (yaml.safe_load(path.read_text()) or {}).get("defaults", []) if name and path.is_file() else []
+    return any(isinstance(d, dict) and "override /hydra/launcher" in d for d in defaults)
 
 
 def sweep_params(args: list[str]) -> list[str]:
