@@ -23,9 +23,9 @@ def study_name(sweep: Path) -> str:
 
 def copy(sweep: Path) -> Path:
     target = DOCS / study_name(sweep)
-    if target.exists():
-        shutil.rmtree(target)
-    target.mkdir(parents=True)
+    for old in (target / "plots", target / "analysis"):  # the last report's figures; the write-up stays
+        shutil.rmtree(old, ignore_errors=True)
+    target.mkdir(parents=True, exist_ok=True)
     for name in ("report.md", "report.csv"):
         shutil.copy2(sweep / name, target / name)
     for png in [*sweep.glob("plots/*.png"), *sweep.glob("analysis/**/*.png")]:

@@ -248,12 +248,12 @@ def test_a_cell_within_the_noise_of_its_columns_best_is_marked_and_the_differenc
     assert main([str(sweep), "--out", str(out), "--metric", "test/acc"]) == 0
     md = (out / "report.md").read_text()
     assert "95% confidence interval over seeds" in md and "Welch's t-test" in md
-    section = md.split("## Differences from the best: test/acc")[1].split("##")[0]
+    section = md.split("## Differences from the best")[1].split("##")[0]
     mlp = scipy_stats.ttest_ind(ACC[("0.01", "mlp")], ACC[("0.1", "mlp")], equal_var=False)
     interval = mlp.confidence_interval(0.95)
-    assert (f"| lr=0.01 | model=mlp | lr=0.1 | -0.1000 | {interval.low:.4f} to {interval.high:.4f} "
+    assert (f"| test/acc | lr=0.01 | model=mlp | lr=0.1 | -0.1000 | {interval.low:.4f} to {interval.high:.4f} "
             f"| {mlp.pvalue:.3g} | yes |") in section
-    assert "| lr=0.01 | model=cnn | lr=0.1 | -0.0600 |" in section and section.count("| no |") == 1
+    assert "| test/acc | lr=0.01 | model=cnn | lr=0.1 | -0.0600 |" in section and section.count("| no |") == 1
     with open(out / "report.csv") as f:
         cells = {(r["lr"], r["model"]): r for r in csv.DictReader(f)}
     assert float(cells[("0.01", "mlp")]["p_vs_best(test/acc)"]) == pytest.approx(mlp.pvalue)

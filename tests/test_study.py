@@ -292,3 +292,23 @@ def test_the_batch_norm_arms_are_the_exercises_nets(arm, expected):
     model = build(cfg.model, in_shape=(1, 28, 28), num_classes=10)
     assert sum(p.numel() for p in model.parameters()) == expected
     assert any(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules()) == arm.endswith("_bn")
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_char_lm_scratch_cells_are_initialised_as_the_textbook_and_torchs_as_torch(cell):
+    """d2l draws every weight of its from-scratch cells from N(0, 0.01^2) and zeroes the biases; its
+    concise version keeps torch's U(+-1/sqrt(hidden))."""
+    def params(variant):
+        cfg = compose(["experiment=char_lm", f"model={cell}", f"variant=char_lm/{variant}"])
+        torch.manual_seed(0)
+        return dict(build(cfg.model, in_shape=(35,), num_classes=28).named_parameters())
+
+    scratch, ours = params("scratch"), params("torch")
+    for name, p in scratch.items():
+        if p.dim() >= 2:
+            assert p.std().item() == pytest.approx(0.01, rel=0.1), name
+        else:
+            assert p.abs().max().item() == 0, name
+    bound = 1 / 256 ** 0.5
+    recurrent = [p for name, p in ours.items() if name.startswith("rnn.")]
+    assert all(0.9 * bound < p.abs().max().item() <= bound for p in recurrent)

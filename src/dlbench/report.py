@@ -301,24 +301,25 @@ def legend(table: Table) -> str:
 
 
 def differences(table: Table) -> list[str]:
-    """A section: for the first metric with a better direction, each cell against its column's best,
-    the difference of the means with its 95% interval and Welch's p-value."""
-    metric = next((m for m in table.metrics if goal(m) is not None), None)
+    """A section: for each metric with a better direction, each cell against its column's best, the
+    difference of the means with its 95% interval and Welch's p-value."""
     lines = []
-    for col in table.cols if metric else []:
-        best = sorted(table.best(col, metric), key=lambda r: [value_order(v) for v in r])
-        for row in table.rows:
-            if (d := table.versus_best(row, col, metric)) is not None:
-                lines.append(f"| {label(table.row_keys, row) or 'all runs'} | {label(table.col_keys, col) or '—'} "
-                             f"| {label(table.row_keys, best[0])} | {fmt(d.diff)} | {fmt(d.diff - d.half)} to "
-                             f"{fmt(d.diff + d.half)} | {d.p:.3g} | {'yes' if d.beyond_noise else 'no'} |")
+    for metric in (m for m in table.metrics if goal(m) is not None):
+        for col in table.cols:
+            best = sorted(table.best(col, metric), key=lambda r: [value_order(v) for v in r])
+            for row in table.rows:
+                if (d := table.versus_best(row, col, metric)) is not None:
+                    lines.append(f"| {metric} | {label(table.row_keys, row) or 'all runs'} "
+                                 f"| {label(table.col_keys, col) or '—'} | {label(table.row_keys, best[0])} "
+                                 f"| {fmt(d.diff)} | {fmt(d.diff - d.half)} to {fmt(d.diff + d.half)} "
+                                 f"| {d.p:.3g} | {'yes' if d.beyond_noise else 'no'} |")
     if not lines:
         return []
-    return [f"## Differences from the best: {metric}", "",
+    return ["## Differences from the best", "",
             "Each cell's mean minus its column's best, with the 95% interval of that difference and the two-sided "
             "p-value of Welch's t-test (unequal variances); beyond the noise at p < 0.05.", "",
-            "| cell | column | best | difference | 95% interval | p | beyond noise |",
-            "| --- | --- | --- | --- | --- | --- | --- |", *lines, ""]
+            "| metric | cell | column | best | difference | 95% interval | p | beyond noise |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |", *lines, ""]
 
 
 def status_line(runs: list[Run]) -> str:
