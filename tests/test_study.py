@@ -59,8 +59,8 @@ def test_eval_limit_caps_validation_and_test_only():
 def test_a_study_runs_as_a_sweep_and_quick_puts_its_overrides_before_the_users():
     assert study.expand(["experiment=first_mlp"])[0] == "-m"
     expanded = study.expand(["experiment=first_mlp", "quick=true", "epochs=3"])
-    assert expanded == ["-m", "epochs=2", "dataset.limit=3000", "dataset.eval_limit=2000", "experiment=first_mlp",
-                        "quick=true", "epochs=3"]
+    assert expanded == ["-m", "epochs=2", "dataset.limit=3000", "dataset.eval_limit=2000", "seeds=1",
+                        "experiment=first_mlp", "quick=true", "epochs=3"]
     assert study.expand(["experiment=first_mlp", "hydra.mode=RUN"]) == ["experiment=first_mlp", "hydra.mode=RUN"]
     assert study.expand(["model=cnn", "lr=0.1"]) == ["model=cnn", "lr=0.1"]  # not a study: as typed
 

@@ -62,6 +62,8 @@ def repeats(cfg, args: list[str], one_run: bool) -> list[str]:
     n, base = cfg.get("seeds"), cfg.get("seed")
     if not (isinstance(n, int) and not isinstance(n, bool) and n > 1 and isinstance(base, int)):
         return []  # one run a cell, or a value the schema refuses before anything runs
+    if one_run and not any(a.lstrip("+").split("=")[0] == "seeds" for a in args):
+        return []  # a study's setup trained once: the study's own seeds are for its sweep
     wanted = [str(s) for s in range(base, base + n)]
     swept = [list(o.sweep_string_iterator()) for o in parse_or_explain(
         [a for a in [*sweeper_params(cfg.hydra.sweeper), *args] if a.lstrip("+").split("=")[0] == "seed"])
