@@ -13,6 +13,11 @@ MULTIRUN = "multirun.yaml"
 
 # ---------------------------------------------------------------- parsing
 
+def override_key(text: str) -> str:
+    """The key an override line sets: `+seed=1`, `~seed` and `seed=0,1` all set `seed`."""
+    return text.lstrip("+~").split("=")[0]
+
+
 def parse(lines: list[str]) -> list:
     """Hydra's Override objects of override strings; raises Hydra's OverrideParseException for a
     line that cannot be parsed."""

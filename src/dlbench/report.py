@@ -117,13 +117,17 @@ class Table:
         top = pick(means.values())
         return {row for row, m in means.items() if m == top}
 
+    def best_row(self, col: tuple, metric: str) -> tuple | None:
+        """The best row of this column (the first in order, if tied); None without a best."""
+        return min(self.best(col, metric), key=lambda r: [value_order(v) for v in r], default=None)
+
     def versus_best(self, row: tuple, col: tuple, metric: str) -> Difference | None:
-        """Welch's test of this cell against its column's best (the first, if tied); None for the
-        best itself, a metric without a better direction, or cells of one run."""
-        best = sorted(self.best(col, metric), key=lambda r: [value_order(v) for v in r])
-        if not best or row == best[0]:
+        """Welch's test of this cell against its column's best row; None for the best itself, a
+        metric without a better direction, or cells of one run."""
+        best = self.best_row(col, metric)
+        if best is None or row == best:
             return None
-        return welch(self.cell(row, col).values(metric), self.cell(best[0], col).values(metric))
+        return welch(self.cell(row, col).values(metric), self.cell(best, col).values(metric))
 
     def repeated(self) -> bool:
         """Whether any cell has two completed runs or more of a metric (an interval to show)."""
@@ -306,11 +310,11 @@ def differences(table: Table) -> list[str]:
     lines = []
     for metric in (m for m in table.metrics if goal(m) is not None):
         for col in table.cols:
-            best = sorted(table.best(col, metric), key=lambda r: [value_order(v) for v in r])
+            best = table.best_row(col, metric)
             for row in table.rows:
                 if (d := table.versus_best(row, col, metric)) is not None:
                     lines.append(f"| {metric} | {label(table.row_keys, row) or 'all runs'} "
-                                 f"| {label(table.col_keys, col) or '—'} | {label(table.row_keys, best[0])} "
+                                 f"| {label(table.col_keys, col) or '—'} | {label(table.row_keys, best)} "
                                  f"| {fmt(d.diff)} | {fmt(d.diff - d.half)} to {fmt(d.diff + d.half)} "
                                  f"| {d.p:.3g} | {'yes' if d.beyond_noise else 'no'} |")
     if not lines:

@@ -6,7 +6,7 @@ import functools
 import yaml
 
 from dlbench.errors import ConfigError
-from dlbench.overrides import is_grid, parse_or_explain, sweeper_params
+from dlbench.overrides import is_grid, override_key, parse_or_explain, sweeper_params
 
 EXPANDED = ("experiment", "quick", "seeds")  # the keys that make a command line more than it says
 
@@ -37,7 +37,7 @@ def expand(args: list[str]) -> list[str]:
     makes the sweep folder before Hydra starts, so it needs to know too), with quick=true the
     study's quick overrides before the user's, so that the user's own win, and with seeds=N (on
     the command line or in the study's file) the seed sweep that repeats every cell."""
-    if not any(a.lstrip("+").split("=")[0] in EXPANDED for a in args):
+    if not any(override_key(a) in EXPANDED for a in args):
         return args
     cfg = study_config(args)
     layout, quick = cfg.get("study"), cfg.get("quick") is True  # another value is the schema's to refuse
@@ -50,7 +50,7 @@ def expand(args: list[str]) -> list[str]:
     if layout is None and not seeds:
         return args
     multirun = [] if ("-m" in args or "--multirun" in args or one_run) else ["-m"]
-    kept = [a for a in args if not (seeds and a.lstrip("+").split("=")[0] in ("seed", "seeds"))]
+    kept = [a for a in args if not (seeds and override_key(a) in ("seed", "seeds"))]
     return [*multirun, *shorter, *kept, *seeds]
 
 
@@ -62,11 +62,11 @@ def repeats(cfg, args: list[str], one_run: bool) -> list[str]:
     n, base = cfg.get("seeds"), cfg.get("seed")
     if not (isinstance(n, int) and not isinstance(n, bool) and n > 1 and isinstance(base, int)):
         return []  # one run a cell, or a value the schema refuses before anything runs
-    if one_run and not any(a.lstrip("+").split("=")[0] == "seeds" for a in args):
+    if one_run and not any(override_key(a) == "seeds" for a in args):
         return []  # a study's setup trained once: the study's own seeds are for its sweep
     wanted = [str(s) for s in range(base, base + n)]
     swept = [list(o.sweep_string_iterator()) for o in parse_or_explain(
-        [a for a in [*sweeper_params(cfg.hydra.sweeper), *args] if a.lstrip("+").split("=")[0] == "seed"])
+        [a for a in [*sweeper_params(cfg.hydra.sweeper), *args] if override_key(a) == "seed"])
         if o.is_sweep_override()]
     if swept and swept[-1] == wanted:
         return []
@@ -96,13 +96,13 @@ def study_launcher(cfg) -> bool:
 def sweep_params(args: list[str]) -> list[str]:
     """The sweep a study's file adds to the command line (hydra.sweeper.params), as overrides, for
     checking each value before anything runs; the command line's own value of a key wins."""
-    if not any(a.lstrip("+").split("=")[0] == "experiment" for a in args):
+    if not any(override_key(a) == "experiment" for a in args):
         return []
     cfg = study_config(args)
-    given = {a.lstrip("+~").split("=")[0] for a in args if "=" in a}
+    given = {override_key(a) for a in args if "=" in a}
     if not is_grid(cfg.hydra.sweeper):
         return []  # Optuna's search spaces (interval, tag) are its own to check
-    return [o for o in sweeper_params(cfg.hydra.sweeper) if o.split("=")[0] not in given]
+    return [o for o in sweeper_params(cfg.hydra.sweeper) if override_key(o) not in given]
 
 
 def studies() -> dict[str, str]:
