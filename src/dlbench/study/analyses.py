@@ -10,9 +10,10 @@ from dlbench import choices
 from dlbench.choices import ANALYSIS_KINDS
 from dlbench.errors import UserError
 from dlbench.figures import pyplot, save_figure
+from dlbench.report import REPLICATE_KEYS, label, markdown, value_order, varying_keys
 from dlbench.report import fmt as _fmt
-from dlbench.report import label, markdown, value_order, varying_keys
 from dlbench.runs import Run, canonical
+from dlbench.stats import half_width
 from dlbench.status import Status
 
 ANALYSES: dict[str, Callable] = {}
@@ -31,12 +32,40 @@ def _name(run: Run, keys: list[str]) -> str:
     return label(keys, tuple(run.overrides.get(k) for k in keys)) or run.path.name
 
 
+def _order(run: Run, keys: list[str]) -> list:
+    return [value_order(run.overrides.get(k)) for k in keys]
+
+
+def _cells(runs: list[Run]) -> list[tuple[str, list[Run]]]:
+    """The completed runs by cell, named and ordered as the report's table has them: runs that
+    differ only in their seed are repeats of one setup. A sweep over seeds alone (trajectory,
+    gradient_norm) has nothing to repeat: each run is its own cell."""
+    keys = varying_keys(runs)
+    setup = [k for k in keys if k not in REPLICATE_KEYS]
+    done = sorted(_completed(runs), key=lambda r: _order(r, keys))
+    if not setup:
+        return [(_name(r, keys), [r]) for r in done]
+    cells: dict[tuple, list[Run]] = {}
+    for r in done:
+        cells.setdefault(tuple(r.overrides.get(k) for k in setup), []).append(r)
+    return [(label(setup, values), members) for values, members in cells.items()]
+
+
+def _spread(values: list[float]) -> str:
+    """A cell's mean, with the half-width of its 95% interval and the count when it has repeats."""
+    if not values:
+        return _fmt(None)
+    mean = sum(values) / len(values)
+    return _fmt(mean) if len(values) < 2 else f"{_fmt(mean, half_width(values))} ({len(values)})"
+
+
 def _pick(runs: list[Run], where: dict) -> Run:
+    """The completed run with these values; of a cell's repeats, the one of the lowest seed."""
     wanted = {k: canonical(str(v)) for k, v in where.items()}
-    for r in _completed(runs):
-        if all(r.overrides.get(k) == v for k, v in wanted.items()):
-            return r
-    raise UserError(f"no completed run with {label(list(wanted), tuple(wanted.values()))}")
+    found = [r for r in _completed(runs) if all(r.overrides.get(k) == v for k, v in wanted.items())]
+    if not found:
+        raise UserError(f"no completed run with {label(list(wanted), tuple(wanted.values()))}")
+    return min(found, key=lambda r: _order(r, list(REPLICATE_KEYS)))
 
 
 def _figure(fig, path: Path, out: Path) -> str:
@@ -51,13 +80,14 @@ def interpolate(runs: list[Run], out: Path, a: dict, b: dict, alphas: str = "-1:
     from dlbench.analysis import interpolate as along_line
 
     run_a, run_b = _pick(runs, a), _pick(runs, b)
+    seeds = [k for k in REPLICATE_KEYS if k in varying_keys(runs) and k not in a and k not in b]
     lo, hi, n = alphas.split(":")
     points = [float(lo) + (float(hi) - float(lo)) * i / (int(n) - 1) for i in range(int(n))]
     rows = along_line(run_a.path, run_b.path, points, out / "interpolate")
     shown = [r for r in rows if abs(r["alpha"] * 2 - round(r["alpha"] * 2)) < 1e-9]  # every half step
     keys = [k for k in rows[0] if k != "alpha"]
     grid = [["alpha", *keys], *[[f"{r['alpha']:g}", *[f"{r[k]:.4f}" for k in keys]] for r in shown]]
-    return [f"## Along the line from {_name(run_a, list(a))} (alpha 0) to {_name(run_b, list(b))} (alpha 1)", "",
+    return [f"## Along the line from {_name(run_a, [*a, *seeds])} (alpha 0) to {_name(run_b, [*b, *seeds])} (alpha 1)", "",
             markdown(grid), "", f"![interpolation]({(out / 'interpolate' / 'interpolation.png').relative_to(out.parent)})"]
 
 
@@ -91,7 +121,7 @@ def gallery(runs: list[Run], out: Path, plot: str, title: str | None = None, col
         return "\n".join(part for part in (name, path.stem if "*" in plot else "") if part) or path.stem
 
     tiles = [(caption(r, p), p)
-             for r in sorted(_completed(runs), key=lambda r: [value_order(r.overrides.get(k)) for k in keys])
+             for r in sorted(_completed(runs), key=lambda r: _order(r, keys))
              for p in sorted(r.path.glob(plot))]
     if not tiles:
         raise UserError(f"no run has {plot}")
@@ -115,7 +145,6 @@ def overlay(runs: list[Run], out: Path, file: str = "plots/function.csv", by: st
     reference column drawn once per panel): say, every network's fit of each function."""
     import csv
 
-    keys = [k for k in varying_keys(runs) if k != by]
     panels: dict[str, list[Run]] = {}
     for r in _completed(runs):
         if (r.path / file).is_file():
@@ -125,13 +154,15 @@ def overlay(runs: list[Run], out: Path, file: str = "plots/function.csv", by: st
     plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
     for ax, (value, members) in zip(axes[0], sorted(panels.items())):
-        for i, r in enumerate(sorted(members, key=lambda r: [value_order(r.overrides.get(k)) for k in keys])):
-            with open(r.path / file) as f:
-                table = list(csv.DictReader(f))
-            xs = [float(row[x]) for row in table]
-            if i == 0:
-                ax.plot(xs, [float(row[reference]) for row in table], color="black", lw=2, label=reference)
-            ax.plot(xs, [float(row[y]) for row in table], lw=1.2, label=_name(r, keys))
+        for i, (name, cell) in enumerate(_cells(members)):  # a cell's repeats share its colour and label
+            for j, r in enumerate(cell):
+                with open(r.path / file) as f:
+                    table = list(csv.DictReader(f))
+                xs = [float(row[x]) for row in table]
+                if i == j == 0:
+                    ax.plot(xs, [float(row[reference]) for row in table], color="black", lw=2, label=reference)
+                ax.plot(xs, [float(row[y]) for row in table], lw=1.2, color=f"C{i}",
+                        label=(f"{name} ({len(cell)} runs)" if len(cell) > 1 else name) if j == 0 else None)
         ax.set(title=f"{by}={value}" if by else "", xlabel=x)
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
@@ -142,18 +173,24 @@ def overlay(runs: list[Run], out: Path, file: str = "plots/function.csv", by: st
 def scatter(runs: list[Run], out: Path, x: str, y: list[str], log_x: bool = False) -> list[str]:
     """Summary numbers `y` against the summary number `x` (say, losses against the parameter
     count), every completed run a point, and the table sorted by x."""
-    keys = varying_keys(runs)
-    points = sorted((r.value(x), r) for r in _completed(runs) if r.value(x) is not None)
-    if not points:
+    def values(cell: list[Run], metric: str) -> list[float]:
+        return [v for r in cell if (v := r.value(metric)) is not None]
+
+    cells = sorted(((sum(xs) / len(xs), name, cell) for name, cell in _cells(runs) if (xs := values(cell, x))),
+                   key=lambda c: c[0])
+    if not cells:
         raise UserError(f"no completed run has {x}")
     plt = pyplot()
     fig, axes = plt.subplots(1, len(y), figsize=(4.8 * len(y), 3.8), squeeze=False)
-    for ax, metric in zip(axes[0], y):
-        shown = [(v, r.value(metric)) for v, r in points if r.value(metric) is not None]
-        ax.plot(*zip(*shown), marker="o") if shown else None
+    for ax, metric in zip(axes[0], y):  # a cell's mean and 95% interval, its runs' own points faint
+        shown = [(v, values(cell, metric)) for v, _, cell in cells if values(cell, metric)]
+        if shown:
+            ax.errorbar([v for v, _ in shown], [sum(ys) / len(ys) for _, ys in shown], marker="o", capsize=3,
+                        yerr=[half_width(ys) or 0.0 for _, ys in shown])
+            ax.scatter([v for v, ys in shown for _ in ys], [w for _, ys in shown for w in ys], s=8, alpha=0.4)
         ax.set(xlabel=x, ylabel=metric, xscale="log" if log_x else "linear")
         ax.grid(alpha=0.3)
-    grid = [["run", x, *y], *[[_name(r, keys), _fmt(v), *[_fmt(r.value(m)) for m in y]] for v, r in points]]
+    grid = [["run", x, *y], *[[name, _fmt(v), *[_spread(values(cell, m)) for m in y]] for v, name, cell in cells]]
     stem = f"{'_'.join(m.replace('/', '_') for m in y)}_vs_{x.replace('/', '_')}"
     return [f"## {', '.join(y)} against {x}", "", markdown(grid), "", _figure(fig, out / f"{stem}.png", out)]
 
@@ -162,18 +199,25 @@ def scatter(runs: list[Run], out: Path, x: str, y: list[str], log_x: bool = Fals
 def per_class(runs: list[Run], out: Path, field: str = "test/per_class_acc", counts: str = "train/class_counts") -> list[str]:
     """A table of a per-class summary field (test accuracy per class) for every run, with each
     run's training examples per class below it."""
-    keys = varying_keys(runs)
-    done = [r for r in _completed(runs) if isinstance(r.summary.get(field), dict)]
-    if not done:
+    cells = [(name, kept) for name, cell in _cells(runs)
+             if (kept := [r for r in cell if isinstance(r.summary.get(field), dict)])]
+    if not cells:
         raise UserError(f"no completed run has {field}")
-    classes = list(done[0].summary[field])
+    classes = list(cells[0][1][0].summary[field])
+    repeated = any(len(cell) > 1 for _, cell in cells)
     grid = [["run", *classes, "mean"]]
-    for r in done:
-        values = [r.summary[field].get(c) for c in classes]
-        grid.append([_name(r, keys), *[_fmt(v) for v in values], _fmt(sum(values) / len(values))])
-    lines = [f"## {field} by class", "", markdown(grid), ""]
-    if all(isinstance(r.summary.get(counts), list) for r in done):
-        grid = [["run", *classes], *[[_name(r, keys), *map(str, r.summary[counts])] for r in done]]
+    for name, cell in cells:  # each class's mean over the cell's runs; the last column with its interval
+        per_run = [[r.summary[field].get(c) for c in classes] for r in cell]
+        grid.append([name, *[_fmt(sum(col) / len(col)) for col in zip(*per_run)],
+                     _spread([sum(row) / len(row) for row in per_run])])
+    note = " (each class's mean over a cell's runs; the mean's 95% interval and run count last)" if repeated else ""
+    lines = [f"## {field} by class{note}", "", markdown(grid), ""]
+    if all(isinstance(r.summary.get(counts), list) for _, cell in cells for r in cell):
+        grid = [["run", *classes]]
+        for name, cell in cells:  # a split drawn by seed may count differently: then its mean
+            same = all(r.summary[counts] == cell[0].summary[counts] for r in cell)
+            grid.append([name, *(map(str, cell[0].summary[counts]) if same else
+                                 [_fmt(sum(col) / len(col)) for col in zip(*(r.summary[counts] for r in cell))])])
         lines += [f"{counts}:", "", markdown(grid), ""]
     return lines
 
@@ -183,23 +227,27 @@ def steps(runs: list[Run], out: Path, file: str = "probes/grad_norm.jsonl", key:
           first: int = 100) -> list[str]:
     """The mean of a per-step probe record (`key` in every run's `file`) over the first `first`
     steps, and its curve."""
-    keys = varying_keys(runs)
-    series = []
-    for r in _completed(runs):
-        path = r.path / file
-        if path.is_file():
-            records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-            series.append((r, [(rec["step"], rec[key]) for rec in records if key in rec and rec["step"] <= first]))
+    def points(run: Run) -> list[tuple[int, float]]:
+        records = [json.loads(line) for line in (run.path / file).read_text().splitlines() if line.strip()]
+        return [(rec["step"], rec[key]) for rec in records if key in rec and rec["step"] <= first]
+
+    series = [(name, [points(r) for r in kept]) for name, cell in _cells(runs)
+              if (kept := [r for r in cell if (r.path / file).is_file()])]
     if not series:
         raise UserError(f"no completed run has {file}")
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4))
     grid = [["run", f"mean {key} over steps 1-{first}", "steps"]]
-    for r, points in sorted(series, key=lambda s: [value_order(s[0].overrides.get(k)) for k in keys]):
-        if points:
-            ax.plot(*zip(*points), lw=1, label=_name(r, keys))
-        mean = sum(v for _, v in points) / len(points) if points else None
-        grid.append([_name(r, keys), _fmt(mean), str(len(points))])
+    for name, runs_points in series:  # a cell's curve is its runs' mean at each step
+        by_step: dict[int, list[float]] = {}
+        for run_points in runs_points:
+            for step, v in run_points:
+                by_step.setdefault(step, []).append(v)
+        if by_step:
+            ax.plot(sorted(by_step), [sum(by_step[s]) / len(by_step[s]) for s in sorted(by_step)], lw=1,
+                    label=f"{name} (mean of {len(runs_points)})" if len(runs_points) > 1 else name)
+        means = [sum(v for _, v in p) / len(p) for p in runs_points if p]
+        grid.append([name, _spread(means), "/".join(sorted({str(len(p)) for p in runs_points}))])
     ax.set(xlabel="step", ylabel=key, yscale="log")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
