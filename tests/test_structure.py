@@ -199,14 +199,16 @@ def test_no_import_cycle():
 # the imports one-way.
 LAYERS = (
     ("leaves", {"dlbench", "dlbench.errors", "dlbench.status", "dlbench.metrics", "dlbench.choices",
-                "dlbench.figures", "dlbench.artifacts", "dlbench.stats"}),
-    ("config", {"dlbench.config", "dlbench.schema", "dlbench.overrides", "dlbench.study_block"}),
+                "dlbench.figures", "dlbench.artifacts", "dlbench.stats", "dlbench.search"}),
+    ("config", {"dlbench.config", "dlbench.schema", "dlbench.overrides", "dlbench.study_block",
+                "dlbench.search.space", "dlbench.search.study"}),
     ("components", {"dlbench.data", "dlbench.models", "dlbench.tasks", "dlbench.callbacks", "dlbench.losses",
                     "dlbench.regularizers", "dlbench.optim", "dlbench.precision", "dlbench.loop", "dlbench.probing",
-                    "dlbench.runtime", "dlbench.threads", "dlbench.weights"}),
+                    "dlbench.runtime", "dlbench.threads", "dlbench.weights", "dlbench.search.pruning"}),
     ("run", {"dlbench.run", "dlbench.train"}),
     ("sweeps and reading", {"dlbench.launchers", "dlbench.sweep", "dlbench.study", "dlbench.report",
-                            "dlbench.runs", "dlbench.info", "dlbench.analysis"}),
+                            "dlbench.runs", "dlbench.info", "dlbench.analysis", "dlbench.search.sweeper",
+                            "dlbench.search.report"}),
     ("commands", {"dlbench.cli", "dlbench.__main__", "dlbench.launch", "dlbench.listing", "dlbench.report_cli",
                   "dlbench.data.install"}),
 )

@@ -231,12 +231,18 @@ def test_a_run_that_raises_is_failed_and_the_sweep_goes_on(in_tmp, launcher):
 
 
 @pytest.mark.slow
-def test_optuna_search_counts_a_diverged_trial_as_a_bad_value(in_tmp):
+def test_a_search_counts_a_diverged_trial_as_a_bad_value(in_tmp):
+    import optuna
+
+    from dlbench.search.study import storage
+
     proc = dlbench("train", "-m", "experiment=lr_search", "dataset=digits", "model.hidden=[32]", "epochs=2",
-                   "logger=none", "hydra.sweeper.n_trials=3", "hydra.sweeper.params.lr='choice(0.1,10)'",
-                   "hydra.sweeper.params.model=mlp", "--into", "search", cwd=in_tmp)
+                   "logger=none", "hydra.sweeper.n_trials=2", "hydra.sweeper.params.model=mlp",
+                   "hydra.sweeper.pruner.name=none", "hydra.sweeper.enqueue=[{lr: 10},{lr: 0.1}]", "--into", "search",
+                   cwd=in_tmp)
     assert proc.returncode == 0
     runs = {s["lr"]: s for s in summaries(in_tmp / "search").values()}
     assert runs[10]["status"] == "diverged"  # the search met it, and went on
-    result = yaml.safe_load((in_tmp / "search" / "optimization_results.yaml").read_text())
-    assert result["best_params"] == {"lr": 0.1} and result["best_value"] == pytest.approx(runs[0.1]["best/val/acc"])
+    study = optuna.load_study(study_name="lr_search", storage=storage(in_tmp / "search"))
+    assert [(t.state.name, t.value) for t in study.trials][0] == ("COMPLETE", -math.inf)  # the worst value
+    assert study.best_params == {"lr": 0.1} and study.best_value == pytest.approx(runs[0.1]["best/val/acc"])

@@ -30,6 +30,9 @@ EMBEDDING_METHODS = ("pca", "tsne", "umap")                       # callbacks.pr
 MONITOR_MODES = ("min", "max")                                    # early stopping, reduce-on-plateau
 MSE_REDUCTIONS = ("mean", "sum")                                  # losses.MeanSquaredError
 L2_LAYERS = ("all", "hidden")                                     # regularizers.L2Penalty
+SEARCH_SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc", "gp")  # search.study (hydra/sweeper=search)
+SEARCH_PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "none")  # search.study
+SEARCH_DIRECTIONS = ("maximize", "minimize")                      # search.study
 ANALYSIS_KINDS = ("interpolate", "trajectory", "gallery", "overlay", "scatter", "per_class", "steps", "text",
                   "examples", "info")                             # study.analyses (a study's analyses: kind)
 

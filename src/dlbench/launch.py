@@ -104,10 +104,32 @@ def preflight(args: list[str]) -> None:
     configs = [compose_or_explain(point) for point in sweep_points([*study.sweep_params(args), *args])]
     for cfg in configs:
         schema.check(cfg)
+    if "-m" in args or "--multirun" in args:
+        check_search(args)
     from dlbench.run.check import check_fit  # torch: only once the overrides are known good
 
     for cfg in configs:
         check_fit(cfg)
+
+
+def check_search(args: list[str]) -> None:
+    """A search's sweeper config (hydra/sweeper=search, on the command line or in an experiment file)
+    checked before Hydra starts: a bad space, sampler, pruner or count is one line naming the key."""
+    from hydra import compose, initialize_config_dir
+
+    from dlbench.errors import first_line
+    from dlbench.search.study import check, is_search
+
+    task = [a for a in args if not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
+    own = [a for a in args if a.lstrip("+~").startswith("hydra") and not a.startswith(("hydra.sweep.dir=", "hydra.run.dir="))]
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name="train", overrides=[*sweep_points([*task, "-m"])[0], *own],
+                          return_hydra_config=True)
+    except Exception as err:  # noqa: BLE001 - the task's overrides were checked: this is a hydra.* one
+        raise UserError(f"{' '.join(own)}: {first_line(err)}") from None
+    if is_search(cfg.hydra.sweeper):
+        check(cfg.hydra.sweeper, task, cfg.hydra.launcher)
 
 
 class SacctSaidOnce(logging.Filter):

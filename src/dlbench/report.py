@@ -14,6 +14,7 @@ from pathlib import Path
 from dlbench.figures import pyplot, save_figure
 from dlbench.metrics import goal
 from dlbench.runs import ReportError, Run, load_runs
+from dlbench.search import TRIAL_KEY
 from dlbench.stats import Difference, half_width, welch
 from dlbench.status import Status
 
@@ -276,7 +277,7 @@ def lr_notes(runs: list[Run]) -> list[str]:
     lr_key = next((k for k in LR_KEYS if k in keys), None)
     if lr_key is None:
         return []
-    group_keys = [k for k in keys if k != lr_key and k not in REPLICATE_KEYS]
+    group_keys = [k for k in keys if k != lr_key and k not in (*REPLICATE_KEYS, TRIAL_KEY)]  # a search: one group
     groups: dict[tuple, list[Run]] = {}
     for r in runs:
         groups.setdefault(tuple(r.overrides.get(k) for k in group_keys), []).append(r)
@@ -285,7 +286,7 @@ def lr_notes(runs: list[Run]) -> list[str]:
         by_lr: dict[str, set[str]] = {}
         for r in groups[group]:
             by_lr.setdefault(r.overrides.get(lr_key), set()).add(r.status)
-        stable = [lr for lr, s in by_lr.items() if Status.DIVERGED not in s and Status.COMPLETED in s]
+        stable = [lr for lr, s in by_lr.items() if Status.DIVERGED not in s and s & {Status.COMPLETED, Status.PRUNED}]
         diverged = sorted((lr for lr, s in by_lr.items() if Status.DIVERGED in s), key=value_order)
         best = max(stable, key=value_order) if stable else "none (every rate diverged or did not finish)"
         where = label(group_keys, group) or "all runs"

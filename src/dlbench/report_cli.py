@@ -4,6 +4,7 @@ import argparse
 from pathlib import Path
 
 from dlbench.report import report
+from dlbench.search.report import is_search_folder
 from dlbench.study import finish, read_study
 
 
@@ -28,8 +29,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    layout = read_study(args.folders[0]) if len(args.folders) == 1 else None
-    if layout is not None and not (args.rows or args.cols or args.metric or args.target):  # the study's own
+    one = args.folders[0] if len(args.folders) == 1 else None
+    if one is not None and (read_study(one) is not None or is_search_folder(one)) and not (args.rows or args.cols or args.metric or args.target):  # the study's own
         print(finish(args.folders[0], out=args.out, fmt_name=args.format))
         return 0
     metrics = [m for group in args.metric for m in group] if args.metric else None

@@ -133,6 +133,7 @@ KNOBS: dict[str, object] = {
     # top level (conf/train.yaml)
     "lr": POS, "epochs": POS_INT, "batch_size": POS_INT, "seed": NONNEG_INT, "seeds": POS_INT, "device": Choice(C.DEVICES),
     "target_acc": FRACTION, "warmup_steps": NONNEG_INT, "objective": Text(null="best/<the judging metric>"),
+    "trial": Num(0, integer=True, null="not a search's trial"),
     "quick": BOOL,
     # trainer, logger
     "trainer.eval_batch_size": POS_INT, "trainer.log_every": POS_INT, "trainer.diverge_factor": Num(1),

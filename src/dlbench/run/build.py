@@ -18,6 +18,7 @@ from dlbench.regularizers import build_regularizers
 from dlbench.run.provenance import provenance
 from dlbench.run.recorder import Recorder, run_hparams
 from dlbench.run.state import RunState
+from dlbench.search.pruning import pruning_callback
 from dlbench.runtime import resolve_device, rng_state, seed_everything, set_rng_state
 from dlbench.threads import ShareThreads
 
@@ -82,6 +83,8 @@ def default_callbacks(cfg: DictConfig) -> list[Callback]:
         callbacks.append(ShareThreads())
     if cfg.trainer.get("stop_at_target"):
         callbacks.append(StopAtTarget())
+    if (pruning := pruning_callback(cfg)) is not None:  # a trial of dlbench's search
+        callbacks.append(pruning)
     if wants_progress_bar(cfg.trainer.progress):
         callbacks.append(ProgressBar(log_every=cfg.trainer.log_every))
     return callbacks

@@ -7,6 +7,9 @@ from dlbench.errors import CorruptFileError, UserError
 from dlbench.overrides import read_multirun
 from dlbench.report import report
 from dlbench.runs import load_runs
+from dlbench.search import TRIAL_KEY
+from dlbench.search.report import is_search_folder
+from dlbench.search.report import section as search_section
 from dlbench.study.analyses import ANALYSES
 
 
@@ -33,9 +36,13 @@ def finish(sweep_dir: Path, out: Path | None = None, fmt_name: str = "md") -> st
         except UserError as err:
             print(f"dlbench: study analysis {kind}: {err}", file=sys.stderr)
             sections += [f"## {kind}", "", f"Not drawn: {err}", ""]
+    rows, cols = layout.get("rows"), layout.get("cols")
+    if is_search_folder(sweep_dir):  # each trial a row: the values it drew beside it
+        sections += search_section(Path(sweep_dir), runs, out)
+        rows, cols = rows or [TRIAL_KEY], [] if cols is None else cols
     name = Path(sweep_dir).name
     title = f"{layout.get('about') or 'Study'} ({name})" if layout else None
-    text = report([Path(sweep_dir)], layout.get("metrics"), layout.get("rows"), layout.get("cols"),
+    text = report([Path(sweep_dir)], layout.get("metrics"), rows, cols,
                   layout.get("target"), fmt_name, out, title=title,
                   curves=tuple(layout.get("curves") or ("loss", "acc")), sections=sections)
     return f"{text}\n\nreport: {out / 'report.md'}"
