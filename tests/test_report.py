@@ -8,7 +8,7 @@ import pytest
 import yaml
 from scipy import stats as scipy_stats
 
-from dlbench.report import WITHIN_NOISE, Best, build_table, cell_text, lr_notes, markdown, table_grid
+from dlbench.report import WITHIN_NOISE, Best, build_table, cell_text, lr_notes, markdown, table_grid, value_order
 from dlbench.report_cli import main
 from dlbench.runs import ReportError, load_runs
 
@@ -69,8 +69,14 @@ def test_best_cell_per_column_is_marked(sweep):
     assert best == {("0.1", 0), ("0.1", 2)}  # cnn 0.897 > 0.837, mlp 0.823 > 0.723; params has no better
     lines = markdown(grid).splitlines()
     cnn, mlp = ACC[("0.1", "cnn")], ACC[("0.1", "mlp")]
-    assert lines[3] == (f"| 0.1 | **0.8967 ± {t_half(cnn):.4f} (3)** | 1,000 ± 0 (3) "
-                        f"| **0.8233 ± {t_half(mlp):.4f} (3)** | 1,000 ± 0 (3) |")
+    assert lines[3] == (f"| 0.1 | **0.8967 ± {t_half(cnn):.4f} (3)** | 1,000 (3) "  # a count all runs agree on
+                        f"| **0.8233 ± {t_half(mlp):.4f} (3)** | 1,000 (3) |")
+
+
+def test_values_sort_as_numbers_and_lists_of_numbers_as_lists_of_numbers():
+    values = ["[512,512]", "relu", "[16]", "0.1", "[4]", None, "1e-3", "[1024]", "[512]"]
+    assert sorted(values, key=value_order) == [None, "1e-3", "0.1", "[4]", "[16]", "[512]", "[512,512]", "[1024]",
+                                               "relu"]
 
 
 def test_rows_and_cols_can_be_chosen(sweep):

@@ -159,6 +159,14 @@ def test_two_workers_on_one_journal_finish_n_trials_exactly(in_tmp):
 
 
 @pytest.mark.slow
+def test_n_jobs_keeps_trials_in_flight_through_the_joblib_launcher(in_tmp):
+    dlbench(*SEARCH, "epochs=2", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2", "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2", "--into", "search", cwd=in_tmp)
+    assert sorted((t.number, t.state.name) for t in trials(in_tmp / "search")) == [(i, "COMPLETE") for i in range(4)]
+    assert sorted(s["trial"] for s in run_summaries(in_tmp / "search").values()) == [0, 1, 2, 3]
+
+
+@pytest.mark.slow
 def test_a_bad_search_on_the_command_line_is_refused_before_anything_runs(in_tmp):
     proc = dlbench(*SEARCH, "lr=interval(1, 0.1)", "--into", "search", cwd=in_tmp, check=False)
     assert proc.returncode == 2

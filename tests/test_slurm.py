@@ -131,3 +131,19 @@ def wait_for_epochs(sweep: Path, epochs: int, proc: subprocess.Popen, timeout: f
             return
         time.sleep(0.1)
     raise AssertionError(f"the run in {sweep} did not record {epochs} epochs (dlbench exited {proc.poll()})")
+
+
+def test_a_search_runs_its_trials_as_slurm_jobs_n_jobs_at_a_time(cluster, tmp_path):
+    """dlbench's search on the cluster: hydra.sweeper.n_jobs=2 keeps two trials in flight, each its own
+    SLURM job, all reading and writing the one journal in the sweep folder."""
+    import optuna
+
+    from dlbench.search.study import storage
+
+    dlbench("train", "-m", "experiment=lr_search", "dataset=digits", "model.hidden=[16]", "epochs=2",
+            "hydra.sweeper.params.model=mlp", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2",
+            "trainer.threads=1", *ON_CLUSTER, "--into", "search", cwd=tmp_path, timeout=300)
+    study = optuna.load_study(study_name="lr_search", storage=storage(tmp_path / "search"))
+    assert sorted((t.number, t.state.name) for t in study.trials) == [(i, "COMPLETE") for i in range(4)]
+    jobs = {p.parent.name.split("_")[0] for p in (tmp_path / "search" / ".submitit").glob("*/*_submission.sh")}
+    assert len(jobs) == 4 and all("JobState=COMPLETED" in scontrol_job(job) for job in jobs)

@@ -29,13 +29,21 @@ NOT_REACHED = ("epochs_to_target", "seconds_to_target", "grokking/train_step", "
 # ---------------------------------------------------------------- the table
 
 def value_order(value):
-    """Numbers in numeric order (lr 0.001 < 0.01 < 0.1), everything else after, as text."""
+    """Numbers in numeric order (lr 0.001 < 0.01 < 0.1), then lists of numbers in numeric order
+    (model.hidden [4] < [16] < [512] < [512,512]), everything else after, as text."""
     if value is None:
-        return (0, 0.0, "")
+        return (0, (), "")
     try:
-        return (1, float(value), "")
+        return (1, (float(value),), "")
     except ValueError:
-        return (2, 0.0, str(value))
+        pass
+    text = str(value).strip()
+    if text.startswith("[") and text.endswith("]"):
+        try:
+            return (2, tuple(float(v) for v in text[1:-1].split(",") if v.strip()), "")
+        except ValueError:
+            pass
+    return (3, (), text)
 
 
 def varying_keys(runs: list[Run]) -> list[str]:
@@ -187,7 +195,9 @@ def cell_text(cell: Cell, metric: str, versus_best: Difference | None = None) ->
     if not values:
         return "; ".join(notes) or "—"
     tied = f" {WITHIN_NOISE}" if versus_best is not None and not versus_best.beyond_noise else ""
-    return "; ".join([f"{fmt(cell.mean(metric), cell.interval(metric))} ({len(values)}){tied}", *notes])
+    mean, half = cell.mean(metric), cell.interval(metric)
+    half = None if isinstance(mean, int) and half == 0 else half  # a count every run agrees on: 571 (3)
+    return "; ".join([f"{fmt(mean, half)} ({len(values)}){tied}", *notes])
 
 
 def label(keys: list[str], values: tuple) -> str:
