@@ -191,6 +191,21 @@ COMMAND = {
     "info-bad-batch": (["info", "batch_size=-3"], ("batch_size=-3", ">= 1")),
     "info-misfit": (["info", "dataset=digits", "model=alexnet"], ("model=alexnet", "does not fit")),
     "info-sweep": (["info", "lr=1,2"], ("lr=1,2", "add -m")),
+    # dlbench's search (hydra/sweeper=search): checked before Hydra starts
+    "search-sampler-unknown": (["train", "-m", *BASE, "experiment=lr_search", "hydra.sweeper.sampler.name=nosuch"],
+                               ("hydra.sweeper.sampler.name=nosuch", "is not a sampler", "valid: tpe, random")),
+    "search-pruner-option": (["train", "-m", *BASE, "experiment=lr_search", "+hydra.sweeper.pruner.patiense=2"],
+                             ("hydra.sweeper.pruner.patiense=2", "not an option of the median pruner", "valid:")),
+    "search-interval-reversed": (["train", "-m", *BASE, "hydra/sweeper=search", "lr=interval(1, 0.1)"],
+                                 ("lr=interval(1.0, 0.1)", "low end below its high end")),
+    "search-nothing-to-search": (["train", "-m", *BASE, "hydra/sweeper=search", "lr=0.1"],
+                                 ("hydra.sweeper.params", "nothing to search", "tag(log, interval")),
+    "search-trials-text": (["train", "-m", *BASE, "experiment=lr_search", "hydra.sweeper.n_trials=abc"],
+                           ("hydra.sweeper.n_trials=abc", "is a count")),
+    "search-jobs-in-process": (["train", "-m", *BASE, "experiment=lr_search", "hydra.sweeper.n_jobs=2"],
+                               ("hydra.sweeper.n_jobs=2", "trains in this process", "hydra/launcher=joblib")),
+    "search-grid-continuous": (["train", "-m", *BASE, "experiment=lr_search", "hydra.sweeper.sampler.name=grid"],
+                               ("hydra.sweeper.params.lr", "is continuous", "choice(...) or range(...)")),
 }
 
 
