@@ -208,4 +208,5 @@ def _image_shape(channels: int, side: int, classes: int):
 
 
 SHAPES.update({"fashion_mnist": _image_shape(1, 28, 10), "mnist": _image_shape(1, 28, 10),
-               "digits": _image_shape(1, 8, 10)})
+               "digits": _image_shape(1, 8, 10), "cifar10": _image_shape(3, 32, 10),
+               "cifar100": _image_shape(3, 32, 100), "svhn": _image_shape(3, 32, 10)})
