@@ -52,7 +52,8 @@ def write_svhn(folder, train=40, test=20):
 
 
 def data(name, *overrides):
-    return build(compose([f"dataset={name}", "dataset.download=false", *overrides]).dataset)
+    offline = ["dataset.download=false"] if name != "image_folder" else []
+    return build(compose([f"dataset={name}", *offline, *overrides]).dataset)
 
 
 def test_cifar10_is_read_by_torchvisions_parser_with_its_class_names_and_per_channel_statistics(tmp_path):
@@ -130,3 +131,62 @@ def test_a_cnn_trains_on_cifar10_and_dlbench_data_reports_its_splits(tmp_path):
 
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["epochs_completed"] == 1
+
+
+# ---------------------------------------------------------------- a folder of one's own images
+
+def write_pngs(folder, classes=("cat", "dog"), per_class=6, size=(20, 14), bad=None):
+    from PIL import Image
+
+    for c, name in enumerate(classes):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = np.full((size[1], size[0], 3), (40 * c + 10 * i) % 256, dtype=np.uint8)
+            pixels[..., c % 3] = 200  # each class its own colour
+            Image.fromarray(pixels).save(folder / name / f"{i}.png")
+    if bad:
+        (folder / classes[0] / bad).write_bytes(b"not a png at all")
+
+
+def test_an_image_folder_is_decoded_once_resized_and_a_bad_image_is_named_not_fatal(tmp_path, capsys, monkeypatch):
+    write_pngs(tmp_path / "pets", bad="broken.png")
+    d = data("image_folder", f"dataset.path={tmp_path / 'pets'}", "dataset.resize=16", "dataset.val_split=0")
+    assert d.classes == ["cat", "dog"] and len(d.train) + len(d.test) == 12  # the broken file left out
+    assert tuple(d.train.x.shape[1:]) == (3, 16, 16) and len(d.test) == round(0.2 * 12)
+    assert "broken.png: not an image PIL can decode" in capsys.readouterr().err
+    assert len(list((tmp_path / "pets" / ".dlbench").glob("*.pt"))) == 1
+    import dlbench.data.folder as folder  # the second run reads the cache: nothing is decoded again
+
+    monkeypatch.setattr(folder, "_decode", lambda *a: pytest.fail("decoded again"))
+    again = data("image_folder", f"dataset.path={tmp_path / 'pets'}", "dataset.resize=16", "dataset.val_split=0")
+    assert (again.train.x == d.train.x).all()
+
+
+def test_an_image_folder_with_train_val_and_test_folders_keeps_them(tmp_path):
+    for split, n in (("train", 5), ("val", 2), ("test", 3)):
+        write_pngs(tmp_path / "set" / split, per_class=n, size=(8, 8))
+    d = data("image_folder", f"dataset.path={tmp_path / 'set'}", "dataset.grayscale=true")
+    assert (len(d.train), len(d.val), len(d.test)) == (10, 4, 6)  # val/ is the validation split
+    assert tuple(d.train.x.shape[1:]) == (1, 8, 8)
+
+
+def test_images_of_different_sizes_without_resize_and_a_missing_folder_are_one_line(tmp_path):
+    write_pngs(tmp_path / "a", classes=("x",), size=(8, 8))
+    write_pngs(tmp_path / "a", classes=("y",), size=(9, 9))
+    from dlbench.data.folder import ImageFolderError
+
+    with pytest.raises(ImageFolderError, match=r"images of different sizes .*set dataset.resize=SIDE"):
+        data("image_folder", f"dataset.path={tmp_path / 'a'}")
+    with pytest.raises(DataNotFoundError, match=r"dataset.path=.*nosuch: no such folder"):
+        data("image_folder", f"dataset.path={tmp_path / 'nosuch'}")
+
+
+@pytest.mark.slow
+def test_a_model_trains_on_an_image_folder_through_the_cli(tmp_path):
+    write_pngs(tmp_path / "pets", per_class=10)
+    dlbench("train", "dataset=image_folder", f"dataset.path={tmp_path / 'pets'}", "dataset.resize=12", "model=cnn",
+            "epochs=2", "logger=none", "trainer.progress=false", "--into", "run", cwd=tmp_path)
+    import json
+
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["test/acc"] is not None

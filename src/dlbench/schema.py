@@ -149,6 +149,7 @@ KNOBS: dict[str, object] = {
     "dataset.resize": Num(1, integer=True, null="the images' own size"),
     "dataset.label_noise": FRACTION, "dataset.test_split": OPEN_FRACTION, "dataset.download": BOOL,
     "dataset.normalize": Choice(C.NORMALIZE), "dataset.root": Text(), "dataset.mirror": Text(null="no mirror"),
+    "dataset.path": Text(null="none (image_folder needs one)"), "dataset.grayscale": BOOL,
     "dataset.imbalance.classes": ListOf(NONNEG_INT, min_len=1), "dataset.imbalance.keep": Num(0, 1, lo_open=True),
     # dataset: synthetic and text
     "dataset.function": Text(), "dataset.interval": ListOf(Num(), length=2),

@@ -18,6 +18,8 @@ class RawData:
     test_x: torch.Tensor
     test_y: torch.Tensor
     classes: list[str]
+    val_x: torch.Tensor | None = None  # a validation split of the source's own (an image folder's val/);
+    val_y: torch.Tensor | None = None  # None: dataset.val_split carves one out of train
 
 
 @dataclass

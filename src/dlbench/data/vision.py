@@ -137,9 +137,17 @@ def build_dataset(name: str, val_split: float = 0.1, limit: int | None = None, s
         raise ValueError(f"unknown sampler {sampler!r}; valid: null, {', '.join(SAMPLERS)}")
     if normalize not in NORMALIZE:
         raise ValueError(f"unknown normalize {normalize!r}; valid: {', '.join(NORMALIZE)}")
+    import inspect
+
+    from dlbench.data.registry import SOURCES
+
+    if name in SOURCES and "resize" in inspect.signature(SOURCES[name]).parameters:
+        source_kwargs["resize"] = resize  # a source that decodes files resizes as it decodes (image_folder)
     raw = load_source(name, **source_kwargs)
+    if resize and tuple(raw.train_x.shape[-2:]) == (resize, resize):
+        resize = None  # already that size: no per-batch resizing
     perm = torch.randperm(len(raw.train_y), generator=torch.Generator().manual_seed(seed))
-    n_val = round(val_split * len(perm))
+    n_val = round(val_split * len(perm)) if raw.val_x is None else 0  # the source's own val split wins
     val_idx, train_idx = perm[:n_val], perm[n_val:]
     if imbalance:  # only the training split: validation and test keep the true distribution
         train_idx = make_imbalanced(train_idx, raw.train_y, list(imbalance["classes"]), imbalance["keep"])
@@ -160,7 +168,8 @@ def build_dataset(name: str, val_split: float = 0.1, limit: int | None = None, s
     return Dataset(
         name=name,
         train=to_split(train_u8, train_y),
-        val=to_split(raw.train_x[val_idx[:eval_limit]], raw.train_y[val_idx[:eval_limit]]) if n_val else None,
+        val=(to_split(raw.train_x[val_idx[:eval_limit]], raw.train_y[val_idx[:eval_limit]]) if n_val else
+             to_split(raw.val_x[:eval_limit], raw.val_y[:eval_limit]) if raw.val_x is not None else None),
         test=to_split(raw.test_x[:eval_limit], raw.test_y[:eval_limit]),
         classes=list(raw.classes),
         mean=mean.tolist(),
