@@ -225,6 +225,26 @@ def test_augmentation_keeps_labels_and_shapes_and_changes_pixels():
     assert noisy.shape == x.shape and 0.4 < (noisy - x).std().item() < 0.6
 
 
+@pytest.mark.parametrize("fill, most", [("replicate", 1.0), ("reflect", 2.0), ("zero", None)])
+def test_a_crop_pads_as_its_fill_says(fill, most):
+    from dlbench.data.augment import random_crop
+
+    torch.manual_seed(0)
+    x = torch.arange(1.0, 7.0).view(1, 1, 6, 1).repeat(600, 1, 1, 6)  # row r holds r + 1
+    top = random_crop(x, 1, fill)[:, 0, 0, 3]  # the crop's top row: padding (offset 0), row 0 or row 1
+    if most is None:  # zero: the padding row is 0, a third of the time
+        assert 0.25 < (top == 0).float().mean() < 0.42
+    else:  # replicate copies row 0 (value 1) into the padding, reflect row 1 (value 2): two thirds each
+        assert (top == most).float().mean() > 0.6 and set(top.tolist()) == {1.0, 2.0}
+
+
+def test_the_cifar_recipe_pads_four_reflected_pixels_and_flips_without_rotating():
+    from dlbench.config import compose
+
+    node = compose(["regularizer=[augmentation_cifar]"]).regularizer.augmentation
+    assert (node.crop_padding, node.crop_fill, node.hflip, node.rotation) == (4, "reflect", True, 0.0)
+
+
 def test_augmentation_is_applied_to_training_batches_only(in_tmp):
     import dlbench.run.build as t
 

@@ -194,7 +194,12 @@ SAYS = {
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(study.studies()))
-def test_the_quick_form_of_each_study_trains_analyses_and_reports(name, in_tmp, capsys):
+def test_the_quick_form_of_each_study_trains_analyses_and_reports(name, in_tmp, capsys, monkeypatch):
+    if compose([f"experiment={name}"]).dataset.name == "cifar10":  # no download here: small files in CIFAR's format
+        from tests.test_colour_data import write_cifar10
+
+        write_cifar10(in_tmp / "data", per_batch=60, test=40)
+        monkeypatch.setenv("DLBENCH_DATA", str(in_tmp / "data"))
     assert train(f"experiment={name}", "quick=true", *QUIET, "--into", "s") == 0, capsys.readouterr().err
     folder = in_tmp / "s"
     with open(folder / "runs.csv") as f:

@@ -18,6 +18,7 @@ INITS = ("default", "normal", "xavier_uniform", "xavier_normal", "kaiming_unifor
 POOLS = ("max", "avg", "none")                                    # models.cnn
 RECURRENT_IMPLS = ("torch", "scratch")                            # models.rnn
 STEMS = ("auto", "imagenet", "small")                             # models.resnet ("auto": by input size)
+CROP_FILLS = ("replicate", "reflect", "zero")                     # data.augment (augmentation.crop_fill)
 SAMPLERS = ("oversample",)                                        # data.loader (null: a permutation)
 NORMALIZE = ("standardize", "unit", "symmetric")                  # data.vision
 PARTITIONS = ("sequential", "random")                             # data.text

@@ -191,6 +191,7 @@ KNOBS: dict[str, object] = {
     "regularizer.early_stopping.min_delta": NONNEG, "regularizer.early_stopping.restore_best": BOOL,
     "regularizer.augmentation.crop_padding": NONNEG_INT, "regularizer.augmentation.hflip": BOOL,
     "regularizer.augmentation.rotation": Num(0, 180), "regularizer.augmentation.noise_std": NONNEG,
+    "regularizer.augmentation.crop_fill": Choice(C.CROP_FILLS),
     # loss
     "loss.label_smoothing": RATE, "loss.reduction": Choice(C.MSE_REDUCTIONS), "loss.weight": ListOf(NONNEG, min_len=1, null="inverse class frequency"),
     # probes

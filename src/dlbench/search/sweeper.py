@@ -31,7 +31,7 @@ class SearchSweeper:
     def __init__(self, direction: str = "maximize", study_name: str = "search", n_trials: int = 20, n_jobs: int = 1,
                  sampler=None, pruner=None, params=None, enqueue=None) -> None:
         self.n_trials, self.n_jobs = n_trials, n_jobs
-        self.job_idx, self.held, self.guard = 0, {}, threading.Lock()
+        self.held, self.guard = {}, threading.Lock()
 
     def setup(self, *, hydra_context, task_function, config) -> None:
         self.config = config
@@ -84,10 +84,8 @@ class SearchSweeper:
         returns = []
         while (claimed := self._claim()) is not None:
             number, overrides = claimed
-            try:
-                with self.guard:
-                    idx, self.job_idx = self.job_idx, self.job_idx + 1
-                (ret,) = self.launcher.launch([overrides], initial_job_idx=idx)
+            try:  # the job's number is the trial's: "sweep run 8/24" is trial 7 in every worker and after a resume
+                (ret,) = self.launcher.launch([overrides], initial_job_idx=number)
                 returns.append(ret)
                 self._tell(number, ret)
             finally:
