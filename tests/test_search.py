@@ -145,7 +145,8 @@ def test_a_killed_search_resumes_its_study_and_runs_no_trial_twice(in_tmp):
 
 @pytest.mark.slow
 def test_two_workers_on_one_journal_finish_n_trials_exactly(in_tmp):
-    args = [*SEARCH, "epochs=2", "hydra.sweeper.n_trials=5", "hydra.sweeper.pruner.name=none", "--into", "search"]
+    args = [*SEARCH, "epochs=2", "hydra.sweeper.n_trials=5", "hydra.sweeper.pruner.name=none",
+            "model.hidden=choice([16],[32])", "--into", "search"]  # a list of widths drawn, as the report shows it
     procs = [subprocess.Popen([sys.executable, "-m", "dlbench", *args], cwd=in_tmp, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outputs = [p.communicate(timeout=600)[1] for p in procs]
@@ -154,6 +155,9 @@ def test_two_workers_on_one_journal_finish_n_trials_exactly(in_tmp):
     assert all(t.state.name == "COMPLETE" for t in trials(in_tmp / "search"))
     by_trial = [s["trial"] for s in run_summaries(in_tmp / "search").values()]
     assert sorted(by_trial) == [0, 1, 2, 3, 4]  # one run folder each: no trial trained twice
+    report = (in_tmp / "search" / "report.md").read_text()
+    assert "| trial | state | lr | model.hidden | value | epochs trained |" in report
+    assert "| complete | " in report and ("| [16] |" in report or "| [32] |" in report)
     launched = [out.count("dlbench: sweep run ") for out in outputs]
     assert sum(launched) == 5 and min(launched) >= 1, outputs  # both took trials; neither ran one twice
 

@@ -15,6 +15,11 @@ def is_search_folder(sweep_dir: Path) -> bool:
     return (Path(sweep_dir) / JOURNAL).is_file()
 
 
+def _value(value) -> str:
+    """A drawn value: a number by its size, anything else (a model name, a list of widths) as written."""
+    return fmt(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+
+
 def _key(override: str) -> str:
     return override.split("=")[0].lstrip("+~")
 
@@ -53,7 +58,7 @@ def _trials(study, sweep_dir: Path, runs: list[Run]) -> list[str]:
     grid = [["trial", "state", *keys, "value", "epochs trained"]]
     for t in trials:
         run = by_trial.get(str(t.number))
-        grid.append([str(t.number), t.state.name.lower(), *[fmt(t.params.get(k)) for k in keys], fmt(t.value),
+        grid.append([str(t.number), t.state.name.lower(), *[_value(t.params.get(k)) for k in keys], fmt(t.value),
                      fmt(run.summary.get("epochs_completed") if run else None)])
     counts: dict[str, int] = {}
     for t in trials:
