@@ -191,6 +191,18 @@ COMMAND = {
     "info-bad-batch": (["info", "batch_size=-3"], ("batch_size=-3", ">= 1")),
     "info-misfit": (["info", "dataset=digits", "model=alexnet"], ("model=alexnet", "does not fit")),
     "info-sweep": (["info", "lr=1,2"], ("lr=1,2", "add -m")),
+    # Hydra's own keys and the launchers' knobs: checked before Hydra starts, as the task's are
+    "hydra-launcher-unknown": (["train", "-m", *BASE, "lr=0.1,0.2", "hydra/launcher=nosuch"],
+                               ("hydra/launcher=nosuch", "no such option", "valid: basic, fused, joblib")),
+    "hydra-sweeper-unknown": (["train", "-m", *BASE, "lr=0.1,0.2", "hydra/sweeper=nosuch"],
+                              ("hydra/sweeper=nosuch", "valid: basic, search")),
+    "joblib-no-jobs": (["train", "-m", *BASE, "lr=0.1,0.2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=0"],
+                       ("hydra.launcher.n_jobs=0", "runs no job", "-1 for one per core")),
+    "fused-group-zero": (["train", "-m", *BASE, "lr=0.1,0.2", "hydra/launcher=fused", "hydra.launcher.max_group=0"],
+                         ("hydra.launcher.max_group=0", ">= 1")),
+    "slurm-no-cpus": (["train", "-m", *BASE, "lr=0.1,0.2", "hydra/launcher=slurm", "hydra.launcher.cpus_per_task=0"],
+                      ("hydra.launcher.cpus_per_task=0", ">= 1")),
+    "sweep-of-nothing": (["train", "-m", *BASE, "seed=range(0,0)"], ("seed=range(0,0)", "a sweep of no value")),
     # dlbench's search (hydra/sweeper=search): checked before Hydra starts
     "search-sampler-unknown": (["train", "-m", *BASE, "experiment=lr_search", "hydra.sweeper.sampler.name=nosuch"],
                                ("hydra.sweeper.sampler.name=nosuch", "is not a sampler", "valid: tpe, random")),

@@ -96,6 +96,10 @@ def sweep_points(args: list[str]) -> list[list[str]]:
                         f"{sweeps[0].get_key_element()}=[{','.join(sweeps[0].sweep_string_iterator())}]")
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
     values = {o.get_key_element(): list(o.sweep_string_iterator()) for o in sweeps}
+    empty = next((o for o in sweeps if not values[o.get_key_element()]), None)
+    if empty is not None:  # range(0,0), choice() : a sweep of no runs
+        raise UserError(f"{empty.input_line}: a sweep of no value, so no run; give it one or more "
+                        f"(e.g. {empty.get_key_element()}=range(0,3))")
     first = {key: f"{key}={vals[0]}" for key, vals in values.items()}
     points = [[*fixed, *first.values()]]
     for key, vals in values.items():

@@ -105,31 +105,45 @@ def preflight(args: list[str]) -> None:
     for cfg in configs:
         schema.check(cfg)
     if "-m" in args or "--multirun" in args:
-        check_search(args)
+        check_hydra(args)
     from dlbench.run.check import check_fit  # torch: only once the overrides are known good
 
     for cfg in configs:
         check_fit(cfg)
 
 
-def check_search(args: list[str]) -> None:
-    """A search's sweeper config (hydra/sweeper=search, on the command line or in an experiment file)
-    checked before Hydra starts: a bad space, sampler, pruner or count is one line naming the key."""
+def check_hydra(args: list[str]) -> None:
+    """Hydra's own keys as the user set them (on the command line or in an experiment file), checked
+    before Hydra starts, as the task's are: a launcher or sweeper that does not exist, a launcher's
+    knob out of range, a search's space, sampler, pruner or count: one line naming the key."""
     from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import MissingConfigException
 
-    from dlbench.errors import first_line
+    from dlbench.errors import ConfigError, first_line
+    from dlbench.schema import HYDRA_KNOBS, check_knobs
     from dlbench.search.study import check, is_search
 
     task = [a for a in args if not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
     own = [a for a in args if a.lstrip("+~").startswith("hydra") and not a.startswith(("hydra.sweep.dir=", "hydra.run.dir="))]
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        try:
             cfg = compose(config_name="train", overrides=[*sweep_points([*task, "-m"])[0], *own],
                           return_hydra_config=True)
-    except Exception as err:  # noqa: BLE001 - the task's overrides were checked: this is a hydra.* one
-        raise UserError(f"{' '.join(own)}: {first_line(err)}") from None
+        except MissingConfigException as err:  # hydra/launcher=nosuch: Hydra's group, its options named
+            group = next((a.split("=")[0] for a in own if a.split("=")[0] in str(err)), None)
+            valid = GlobalHydra.instance().config_loader().get_group_options(group) if group else []
+            chosen = next((a for a in own if a.startswith(f"{group}=")), " ".join(own))
+            raise UserError(f"{chosen}: no such option; valid: {', '.join(valid)}" if valid else
+                            f"{' '.join(own)}: {first_line(err)}") from None
+        except Exception as err:  # noqa: BLE001 - the task's overrides were checked: this is a hydra.* one
+            raise UserError(f"{' '.join(own)}: {first_line(err)}") from None
+    launcher = str(cfg.hydra.launcher.get("_target_", "")).split(".")[-1]
+    check_knobs(cfg.hydra.launcher, HYDRA_KNOBS.get(launcher, {}), "hydra.launcher.")
     if is_search(cfg.hydra.sweeper):
         check(cfg.hydra.sweeper, task, cfg.hydra.launcher)
+    elif cfg.hydra.sweeper.get("_target_", "").endswith("BasicSweeper") and cfg.hydra.sweeper.get("max_batch_size") == 0:
+        raise ConfigError("hydra.sweeper.max_batch_size", 0, "is the most runs launched at once", "give 1 or more, or null")
 
 
 class SacctSaidOnce(logging.Filter):

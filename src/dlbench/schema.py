@@ -233,6 +233,48 @@ def _interpolated(cfg: DictConfig, key: str) -> bool:
     return isinstance(node, DictConfig) and leaf in node and OmegaConf.is_interpolation(node, leaf)
 
 
+@dataclass(frozen=True)
+class Jobs:
+    """joblib's n_jobs: N workers, or -1 one per core, -2 all cores but one, ...; 0 means nothing."""
+    null: str | None = "one job at a time"
+
+    def problem(self, value) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return "not an integer"
+        return "runs no job" if value == 0 else None
+
+    def fix(self) -> str:
+        return "give N >= 1 workers, or -1 for one per core (-2: every core but one)"
+
+
+JOBS = Jobs()
+
+# Hydra's launchers' own knobs, by launcher class (hydra.launcher.*), checked by dlbench.launch.check_hydra
+HYDRA_KNOBS: dict[str, dict[str, object]] = {
+    "JoblibLauncher": {"n_jobs": JOBS},
+    "FusedLauncher": {"max_group": POS_INT},
+    "SlurmLauncher": {"cpus_per_task": POS_INT, "tasks_per_node": POS_INT, "nodes": POS_INT,
+                      "timeout_min": POS_INT, "mem_gb": Num(0, lo_open=True, null="the partition's default"),
+                      "gpus_per_node": NONNEG_INT, "signal_delay_s": NONNEG_INT, "max_num_timeout": NONNEG_INT,
+                      "array_parallelism": POS_INT},
+    "LocalLauncher": {"cpus_per_task": POS_INT, "tasks_per_node": POS_INT, "nodes": POS_INT,
+                      "timeout_min": POS_INT, "mem_gb": Num(0, lo_open=True, null="no limit"),
+                      "gpus_per_node": NONNEG_INT},
+}
+
+
+def check_knobs(node, rules: dict, prefix: str) -> None:
+    """A node's knobs against their rules, as check() does the task's: the first out of its type or
+    range is a ConfigError named `prefix + key`."""
+    for key, rule in rules.items():
+        value = node.get(key, _MISSING) if node is not None else _MISSING
+        if value is _MISSING or (value is None and getattr(rule, "null", None)):
+            continue
+        why = "null is not allowed" if value is None else rule.problem(value)
+        if why is not None:
+            raise ConfigError(prefix + key, value, why, rule.fix())
+
+
 def check(cfg: DictConfig) -> dict:
     """Raise a ConfigError for the first knob out of its type or range, or two knobs of one group
     that contradict each other. Returns the resolved config."""
