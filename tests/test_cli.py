@@ -184,3 +184,19 @@ def test_a_quoted_value_gives_a_run_folder_hydra_can_read(in_tmp):
     (override,) = parse([args[-1]])
     assert made and folder.is_dir() and override.value() == str(folder)
     assert "'" not in folder.name and "x_>_0" in folder.name
+
+
+@pytest.mark.slow
+def test_a_folder_may_hold_any_character_a_file_system_allows(in_tmp):
+    """Spaces, =, commas, quotes and non-ASCII in --into: dlbench hands Hydra the folder quoted."""
+    odd = in_tmp / "we i'rd=,\"dir\" ü"
+    dlbench("train", "dataset=digits", "epochs=1", "logger=none", "trainer.progress=false", "--into", str(odd / "run"),
+            cwd=in_tmp)
+    dlbench("resume", str(odd / "run"), "epochs=2", cwd=in_tmp)
+    summary = json.loads((odd / "run" / "summary.json").read_text())
+    assert (summary["status"], summary["epochs_completed"]) == ("completed", 2)
+    dlbench("train", "-m", "dataset=digits", "epochs=1", "logger=none", "trainer.progress=false", "lr=0.1,0.2",
+            "--into", str(odd / "sweep"), cwd=in_tmp)
+    resumed = dlbench("resume", str(odd / "sweep"), cwd=in_tmp)
+    assert resumed.stderr.count("already holds a completed run") == 2
+    assert (odd / "sweep" / "report.md").is_file() and not (in_tmp / "outputs").exists()

@@ -32,6 +32,7 @@ class Case:
     trains: bool = False          # the command may reach training
     bug: bool = False             # a program bug, not a user's mistake: its traceback shows where
     extra: list = field(default_factory=list)  # callbacks added to the run
+    env: dict = field(default_factory=dict)    # environment variables set for the command
 
 
 def train(*args: str) -> list[str]:
@@ -267,6 +268,10 @@ class FailAt(Callback):
         return object.__getattribute__(self, name)
 
 
+def _a_file(folder: Path) -> None:
+    (folder / "afile").write_text("not a folder\n")
+
+
 # ------------------------------------------------------------------ a finished run in the folder, then a fault
 FOLDER = {
     "other-overrides": Case(finished("epochs=2", "lr=0.5"), ("holds a run with other overrides", "lr: (default) there, 0.5 now",
@@ -298,6 +303,17 @@ FOLDER = {
     "end-callback-fails": Case(into_run("epochs=1"), ("boom in on_run_end",), status=1, recorded="failed",
                                trains=True, bug=True, extra=[FailAt("on_run_end")], prepare=_empty),
     "fewer-epochs": Case(finished("epochs=1"), ("completed run of 2 epochs", "1 were asked for", "another folder")),
+    # the paths people type: checked once (dlbench.paths), one message style
+    "into-a-file": Case(["train", *BASE, "--into", "afile"], ("--into afile", "is a file, not a folder"),
+                        prepare=_a_file),
+    "sweep-into-a-file": Case(["train", "-m", *BASE, "lr=0.1,0.2", "--into", "afile"],
+                              ("--into afile", "is a file, not a folder"), prepare=_a_file),
+    "into-nothing": Case(["train", *BASE, "--into", ""], ("--into ''", "an empty folder name", "unset shell variable")),
+    "report-out-a-file": Case(["report", "run", "--out", "afile"], ("--out afile", "is a file, not a folder"),
+                              prepare=_a_file),
+    "data-root-a-file": Case(["train", "trainer.progress=false", "logger=none", "epochs=1", "--into", "r2"],
+                             ("dataset.root ($DLBENCH_DATA when set)", "afile: is a file, not a folder"),
+                             env={"DLBENCH_DATA": "afile"}, prepare=_a_file, trains=True),
 }
 
 
@@ -343,6 +359,8 @@ def test_a_mistake_gets_one_line_and_changes_nothing(name, finished_run, tmp_pat
     monkeypatch.setenv("CI", "1")
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     shutil.copytree(finished_run, tmp_path / "run")
+    for key, value in case.env.items():
+        monkeypatch.setenv(key, value)
     if case.prepare:
         case.prepare(tmp_path)
     if case.extra:

@@ -199,7 +199,7 @@ def test_no_import_cycle():
 # the imports one-way.
 LAYERS = (
     ("leaves", {"dlbench", "dlbench.errors", "dlbench.status", "dlbench.metrics", "dlbench.choices",
-                "dlbench.figures", "dlbench.artifacts", "dlbench.stats", "dlbench.search"}),
+                "dlbench.figures", "dlbench.artifacts", "dlbench.stats", "dlbench.search", "dlbench.paths"}),
     ("config", {"dlbench.config", "dlbench.schema", "dlbench.overrides", "dlbench.study_block",
                 "dlbench.search.space", "dlbench.search.study"}),
     ("components", {"dlbench.data", "dlbench.models", "dlbench.tasks", "dlbench.callbacks", "dlbench.losses",

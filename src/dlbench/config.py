@@ -89,6 +89,8 @@ def sweep_points(args: list[str]) -> list[list[str]]:
     multirun = "-m" in args or "--multirun" in args
     lines = [a for a in args if not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
     parsed = parse_or_explain(lines)
+    last = {o.get_key_element().lstrip("+~"): o for o in parsed}  # a later override of a key replaces an
+    parsed = [o for o in parsed if last[o.get_key_element().lstrip("+~")] is o]  # earlier one, as in the sweep
     sweeps = [o for o in parsed if o.is_sweep_override() and not o.is_interval_sweep()]
     if sweeps and not multirun:
         raise UserError(f"{sweeps[0].input_line}: several values for one run; add -m to sweep over them "

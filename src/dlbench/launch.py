@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from dlbench import study
 from dlbench.config import CONF_DIR, compose_or_explain, run_name, sweep_points
 from dlbench.errors import USER_ERROR_STATUS, UserError
+from dlbench.paths import hydra_quote, user_folder
 from dlbench.run import runfolder
 from dlbench.run.outcome import DEBUG, debugging, refused_runs
 from dlbench.run.provenance import COMMAND
@@ -76,12 +77,16 @@ def _with_run_dir(args: list[str]) -> tuple[list[str], Path | None, bool]:
         at = args.index("--into")
         if at + 1 == len(args):
             raise UserError("--into: no folder given; write --into DIR")
-        args = [*args[:at], f"{key}='{args[at + 1]}'", *args[at + 2:]]
+        folder = user_folder(args[at + 1], "--into")
+        args = [*args[:at], f"{key}={hydra_quote(folder)}", *args[at + 2:]]
     if any(a.split("=")[0] in INFO_FLAGS for a in args):
         return args, None, False
-    given = [a.split("=", 1)[1] for a in args if a.startswith(key + "=")]
+    given = [a for a in args if a.startswith(key + "=")]
     if given:
-        return args, Path(given[-1].strip("'\"")), False
+        from dlbench.overrides import parse_or_explain
+
+        value = parse_or_explain(given[-1:])[0].value()  # Hydra's own reading of the (quoted) folder
+        return args, user_folder(value, key), False
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     if multirun:
         base = Path("outputs/sweeps") / stamp
@@ -90,7 +95,7 @@ def _with_run_dir(args: list[str]) -> tuple[list[str], Path | None, bool]:
         name = re.sub(r"['\"\\]", "", run_name(overrides))  # quoted values: the folder goes in quotes below
         base = Path("outputs/runs") / (stamp + ("_" + name if overrides else ""))
     path = _make_unique_dir(base)
-    return [*args, f"{key}='{path}'"], path, True
+    return [*args, f"{key}={hydra_quote(path)}"], path, True
 
 
 def preflight(args: list[str]) -> None:
@@ -268,5 +273,5 @@ def resume_main(args: list[str]) -> int:
         print(f"dlbench: {err}", file=sys.stderr)
         return USER_ERROR_STATUS
     given = {o.split("=")[0] for o in extra}
-    return train_main([*(o for o in overrides if o.split("=")[0] not in given), *extra, f"hydra.run.dir='{folder}'"],
+    return train_main([*(o for o in overrides if o.split("=")[0] not in given), *extra, f"hydra.run.dir={hydra_quote(folder)}"],
                       continue_finished="epochs" in given, command=["dlbench", "resume", *args])

@@ -4,6 +4,7 @@ import argparse
 from pathlib import Path
 
 from dlbench.report import report
+from dlbench.paths import user_folder
 from dlbench.search.report import is_search_folder
 from dlbench.study import finish, read_study
 
@@ -29,6 +30,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    if args.out is not None:
+        args.out = user_folder(args.out, "--out")
     one = args.folders[0] if len(args.folders) == 1 else None
     if one is not None and (read_study(one) is not None or is_search_folder(one)) and not (args.rows or args.cols or args.metric or args.target):  # the study's own
         print(finish(args.folders[0], out=args.out, fmt_name=args.format))

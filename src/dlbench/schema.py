@@ -120,6 +120,7 @@ class AnyOf:
         return " or ".join(rule.fix() for rule in self.rules)
 
 
+FLOAT32_MAX = 3.4028234663852886e38  # a rate beyond it overflows the float32 parameters' update
 BOOL = Choice((True, False))
 POS_INT, NONNEG_INT = Num(1, integer=True), Num(0, integer=True)
 POS, NONNEG = Num(0, lo_open=True), Num(0)
@@ -131,7 +132,7 @@ WIDTHS = ListOf(POS_INT)
 # every knob a config can have, by its full key; a key a config lacks is not checked
 KNOBS: dict[str, object] = {
     # top level (conf/train.yaml)
-    "lr": POS, "epochs": POS_INT, "batch_size": POS_INT, "seed": NONNEG_INT, "seeds": POS_INT, "device": Choice(C.DEVICES),
+    "lr": Num(0, FLOAT32_MAX, lo_open=True), "epochs": POS_INT, "batch_size": POS_INT, "seed": NONNEG_INT, "seeds": POS_INT, "device": Choice(C.DEVICES),
     "target_acc": FRACTION, "warmup_steps": NONNEG_INT, "objective": Text(null="best/<the judging metric>"),
     "trial": Num(0, integer=True, null="not a search's trial"),
     "quick": BOOL,

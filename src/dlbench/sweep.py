@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from dlbench.errors import CorruptFileError
 from dlbench.overrides import MULTIRUN, not_a_record, planned_total, read_multirun
+from dlbench.paths import hydra_quote
 from dlbench.run.runfolder import read_summary, read_summary_or_none
 from dlbench.status import FINISHED, Status
 
@@ -107,6 +108,6 @@ def recorded_sweep(sweep_dir: Path) -> list[str]:
     try:
         overrides = record["hydra"]["overrides"]
         kept = [o for o in overrides["hydra"] if o.split("=")[0] not in ("hydra.sweep.dir", "hydra.mode")]
-        return ["-m", *overrides["task"], *kept, f"hydra.sweep.dir='{sweep_dir}'"]
+        return ["-m", *overrides["task"], *kept, f"hydra.sweep.dir={hydra_quote(sweep_dir)}"]
     except (KeyError, TypeError, AttributeError) as err:  # YAML, but not what Hydra records
         raise not_a_record(sweep_dir / MULTIRUN, err) from None

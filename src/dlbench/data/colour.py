@@ -21,6 +21,7 @@ from dlbench.artifacts import atomic_path
 from dlbench.data.base import RawData
 from dlbench.data.registry import register_source
 from dlbench.errors import CorruptFileError, DataNotFoundError, first_line
+from dlbench.paths import user_folder
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ def _from_mirror(source: Colour, mirror: Path, root: Path) -> str | None:
 
 
 def load_colour(source: Colour, name: str, root: str, mirror: str | None, download: bool) -> RawData:
-    root_path = Path(root).expanduser()
+    root_path = user_folder(root, "dataset.root ($DLBENCH_DATA when set)")
     folder = root_path / source.folder
     missing = [f for f in source.files if not (folder / f).is_file()]
     if not missing:

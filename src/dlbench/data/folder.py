@@ -21,6 +21,7 @@ import torch
 from dlbench.data.base import RawData
 from dlbench.data.registry import register_source
 from dlbench.errors import DataNotFoundError, UserError
+from dlbench.paths import user_folder
 
 log = logging.getLogger("dlbench")
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # ImageFolder's
@@ -97,7 +98,7 @@ def image_folder(path: str | None = None, resize: int | None = None, grayscale: 
                  test_split: float = 0.2) -> RawData:
     if not path:
         raise ImageFolderError("dataset.path: not set; give the folder of class folders: dataset.path=DIR")
-    root = Path(path).expanduser()
+    root = user_folder(path, "dataset.path")  # a file is named as one
     if not root.is_dir():
         raise DataNotFoundError(f"dataset.path={path}: no such folder; give a folder holding one folder per class "
                                 "(DIR/cat/*.jpg, DIR/dog/*.jpg), or train/ and test/ folders of them")

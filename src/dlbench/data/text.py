@@ -26,6 +26,7 @@ from dlbench import choices
 from dlbench.data.base import DataShape
 from dlbench.data.registry import SHAPES
 from dlbench.errors import DataNotFoundError, first_line
+from dlbench.paths import user_folder
 from dlbench.tasks import LM, Task
 
 VOCAB = ["<unk>", " ", *"abcdefghijklmnopqrstuvwxyz"]
@@ -206,7 +207,7 @@ def find_corpus(path: str | None, root: str, mirror: str | None = MIRROR, downlo
         raise DataNotFoundError(f"The Time Machine text not found at {where} (dataset.path, or $DLBENCH_TIMEMACHINE): "
                                 f"no such file; correct the path, or unset both to look in the data root, the "
                                 f"mirror, then download it")
-    home = Path(root).expanduser() / "timemachine" / FILE
+    home = user_folder(root, "dataset.root ($DLBENCH_DATA when set)") / "timemachine" / FILE
     if home.is_file():
         return home
     tried = [f"{home} (dataset.root): does not exist"]

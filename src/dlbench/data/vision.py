@@ -18,6 +18,7 @@ from dlbench.data.base import Dataset, DataShape, RawData, Split, corrupt_labels
 from dlbench.data.loader import SAMPLERS
 from dlbench.data.registry import SHAPES, load_source, register_source
 from dlbench.errors import CorruptFileError, DataNotFoundError, first_line
+from dlbench.paths import user_folder
 from dlbench.tasks import CLASSIFY
 
 DEBIAN_PACKAGES = {"fashion_mnist": "dataset-fashion-mnist"}  # source name -> Debian package
@@ -85,7 +86,7 @@ def _how_to_get(cls, name: str, raw: Path) -> str:
 
 
 def load_idx_dataset(cls, name: str, root: str, mirror: str | None, download: bool) -> RawData:
-    root_path = Path(root).expanduser()
+    root_path = user_folder(root, "dataset.root ($DLBENCH_DATA when set)")
     raw = root_path / cls.__name__ / "raw"
     missing = _missing_raw_files(cls, raw)
     if not missing:
@@ -153,6 +154,11 @@ def build_dataset(name: str, val_split: float = 0.1, limit: int | None = None, s
         train_idx = make_imbalanced(train_idx, raw.train_y, list(imbalance["classes"]), imbalance["keep"])
     if limit is not None:
         train_idx = train_idx[:limit]
+    if len(train_idx) == 0:
+        from dlbench.errors import ConfigError
+
+        raise ConfigError("dataset.val_split", val_split, f"leaves none of the {len(perm):,} training examples of "
+                          f"{name} to train on", "give a smaller fraction")
     train_u8 = raw.train_x[train_idx]
     train_y = raw.train_y[train_idx]
     if label_noise:  # training labels only: validation and test stay true, so they measure generalisation

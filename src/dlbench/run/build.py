@@ -10,6 +10,7 @@ from dlbench.callbacks.early_stopping import StopAtTarget
 from dlbench.callbacks.progress import EpochLog, ProgressBar, wants_progress_bar
 from dlbench.callbacks.tensorboard import SampleImages, StepScalars
 from dlbench.config import build
+from dlbench.errors import ConfigError
 from dlbench.losses import build_loss
 from dlbench.optim import build_optimizer, build_schedule
 from dlbench.overrides import swept_keys
@@ -63,6 +64,10 @@ def _training_state(cfg: DictConfig, run_dir, device: torch.device, data, model)
     regs = build_regularizers(cfg, model, loss_fn, data)
     generator = torch.Generator().manual_seed(cfg.seed)
     batches = data.train_batches(cfg.batch_size, generator, transform=regs.transform)
+    if len(batches) == 0:  # a text shorter than one batch of windows, a split left empty
+        raise ConfigError("dataset", cfg.dataset.name, f"gives no training batch: its training split holds "
+                          f"{len(data.train):,} examples{_windows(cfg)}", "give more data (a longer text, a lower "
+                          "dataset.val_split, a higher dataset.limit) or a lower batch_size")
     schedule = build_schedule(cfg.scheduler, optimizer, cfg.epochs, len(batches), cfg.warmup_steps,
                               monitor="val/loss" if data.val is not None else "train/loss")
     clip_grad = regs.clip_grad if regs.clip_grad is not None else data.clip_grad_norm  # grad_clip wins
@@ -70,6 +75,11 @@ def _training_state(cfg: DictConfig, run_dir, device: torch.device, data, model)
                      schedule=schedule, loss_fn=loss_fn, train_loss=regs.train_loss, train_batches=batches,
                      generator=generator, recorder=Recorder(run_dir, cfg.epochs), clip_grad=clip_grad)
     return state, regs.callbacks
+
+
+def _windows(cfg: DictConfig) -> str:
+    seq_len = cfg.dataset.get("seq_len")
+    return f" (windows of dataset.seq_len={seq_len}; a batch takes batch_size={cfg.batch_size} of them)" if seq_len else ""
 
 
 def default_callbacks(cfg: DictConfig) -> list[Callback]:
