@@ -17,7 +17,7 @@ from dlbench.artifacts import atomic_path
 from dlbench.data.base import Dataset, DataShape, RawData, Split, corrupt_labels, make_imbalanced, resize_images
 from dlbench.data.loader import SAMPLERS
 from dlbench.data.registry import SHAPES, load_source, register_source
-from dlbench.errors import CorruptFileError, DataNotFoundError, first_line
+from dlbench.errors import ConfigError, CorruptFileError, DataNotFoundError, first_line
 from dlbench.paths import user_folder
 from dlbench.tasks import CLASSIFY
 
@@ -129,6 +129,33 @@ NORMALIZE = choices.implement(choices.NORMALIZE, {
 })
 
 
+def _raw(name: str, resize: int | None, source_kwargs: dict) -> tuple[RawData, int | None]:
+    """The source's images, and the side to resize batches to (None when they already have it)."""
+    import inspect
+
+    from dlbench.data.registry import SOURCES
+
+    if name in SOURCES and "resize" in inspect.signature(SOURCES[name]).parameters:
+        source_kwargs["resize"] = resize  # a source that decodes files resizes as it decodes (image_folder)
+    raw = load_source(name, **source_kwargs)
+    return raw, None if resize and tuple(raw.train_x.shape[-2:]) == (resize, resize) else resize
+
+
+def _split(raw: RawData, name: str, val_split: float, seed: int, imbalance: dict | None, limit: int | None):
+    """The indices of the validation and training examples among the source's training images."""
+    perm = torch.randperm(len(raw.train_y), generator=torch.Generator().manual_seed(seed))
+    n_val = round(val_split * len(perm)) if raw.val_x is None else 0  # the source's own val split wins
+    val_idx, train_idx = perm[:n_val], perm[n_val:]
+    if imbalance:  # only the training split: validation and test keep the true distribution
+        train_idx = make_imbalanced(train_idx, raw.train_y, list(imbalance["classes"]), imbalance["keep"])
+    if limit is not None:
+        train_idx = train_idx[:limit]
+    if len(train_idx) == 0:
+        raise ConfigError("dataset.val_split", val_split, f"leaves none of the {len(perm):,} training examples of "
+                          f"{name} to train on", "give a smaller fraction")
+    return val_idx, train_idx
+
+
 def build_dataset(name: str, val_split: float = 0.1, limit: int | None = None, seed: int = 0,
                   device: str | torch.device = "cpu", imbalance: dict | None = None, sampler: str | None = None,
                   resize: int | None = None, label_noise: float = 0.0, normalize: str = "standardize",
@@ -138,27 +165,9 @@ def build_dataset(name: str, val_split: float = 0.1, limit: int | None = None, s
         raise ValueError(f"unknown sampler {sampler!r}; valid: null, {', '.join(SAMPLERS)}")
     if normalize not in NORMALIZE:
         raise ValueError(f"unknown normalize {normalize!r}; valid: {', '.join(NORMALIZE)}")
-    import inspect
-
-    from dlbench.data.registry import SOURCES
-
-    if name in SOURCES and "resize" in inspect.signature(SOURCES[name]).parameters:
-        source_kwargs["resize"] = resize  # a source that decodes files resizes as it decodes (image_folder)
-    raw = load_source(name, **source_kwargs)
-    if resize and tuple(raw.train_x.shape[-2:]) == (resize, resize):
-        resize = None  # already that size: no per-batch resizing
-    perm = torch.randperm(len(raw.train_y), generator=torch.Generator().manual_seed(seed))
-    n_val = round(val_split * len(perm)) if raw.val_x is None else 0  # the source's own val split wins
-    val_idx, train_idx = perm[:n_val], perm[n_val:]
-    if imbalance:  # only the training split: validation and test keep the true distribution
-        train_idx = make_imbalanced(train_idx, raw.train_y, list(imbalance["classes"]), imbalance["keep"])
-    if limit is not None:
-        train_idx = train_idx[:limit]
-    if len(train_idx) == 0:
-        from dlbench.errors import ConfigError
-
-        raise ConfigError("dataset.val_split", val_split, f"leaves none of the {len(perm):,} training examples of "
-                          f"{name} to train on", "give a smaller fraction")
+    raw, resize = _raw(name, resize, source_kwargs)
+    val_idx, train_idx = _split(raw, name, val_split, seed, imbalance, limit)
+    n_val = len(val_idx)
     train_u8 = raw.train_x[train_idx]
     train_y = raw.train_y[train_idx]
     if label_noise:  # training labels only: validation and test stay true, so they measure generalisation
