@@ -268,6 +268,19 @@ class FailAt(Callback):
         return object.__getattribute__(self, name)
 
 
+def _other_data(folder: Path) -> None:
+    """run2: run's checkpoint as if trained on 2-D points (the playground): same model config, other shapes."""
+    import torch
+
+    shutil.copytree(folder / "run", folder / "run2")
+    path = folder / "run2" / "checkpoints" / "last.pt"
+    ckpt = torch.load(path, weights_only=False)
+    first = next(k for k, v in ckpt["model"].items() if v.dim() == 2)
+    ckpt["model"][first] = torch.zeros(ckpt["model"][first].shape[0], 2)
+    ckpt["config"]["dataset"]["name"] = "playground"
+    torch.save(ckpt, path)
+
+
 def _a_file(folder: Path) -> None:
     (folder / "afile").write_text("not a folder\n")
 
@@ -297,6 +310,8 @@ FOLDER = {
     "report-rows": Case(["report", "run", "--rows", "nosuch"], ("--rows/--cols nosuch", "no run has that override")),
     "interpolate-no-checkpoint": Case(["interpolate", "run", "nosuch"], ("nosuch", "no checkpoints/last.pt")),
     "interpolate-alphas": Case(["interpolate", "run", "run", "--alphas", "1:2"], ("--alphas 1:2", "FROM:TO:N")),
+    "interpolate-other-data": Case(["interpolate", "run", "run2"], ("weights of different shapes", "dataset=digits and "
+                                   "playground", "same model on the same data"), prepare=_other_data),
     "trajectory-no-snapshots": Case(["trajectory", "run"], ("no trajectory/ snapshots", "probe=trajectory")),
     "start-callback-fails": Case(into_run("epochs=1"), ("boom in on_run_start",), status=1, recorded="failed",
                                  trains=True, bug=True, extra=[FailAt("on_run_start")], prepare=_empty),

@@ -11,6 +11,7 @@ from dlbench.artifacts import read_metrics
 from dlbench.run.checkpoint import load as load_checkpoint
 from dlbench.config import build
 from dlbench.errors import CorruptFileError, UserError, first_line
+from dlbench.paths import user_folder
 from dlbench.figures import pyplot, save_figure
 from dlbench.losses import build_loss
 from dlbench.probing import pca
@@ -41,6 +42,14 @@ def interpolate(run_a: Path, run_b: Path, alphas: list[float], out: Path | None 
     cfg = OmegaConf.create(ckpt_a["config"])
     if ckpt_a["config"]["model"] != ckpt_b["config"]["model"]:
         raise UserError(f"{run_a} and {run_b} have different models; give two runs of the same architecture")
+    shapes = {k: (tuple(v.shape), tuple(ckpt_b["model"][k].shape) if k in ckpt_b["model"] else None)
+              for k, v in ckpt_a["model"].items()}
+    differ = next(((k, a, b) for k, (a, b) in shapes.items() if a != b), None)
+    if differ is not None or set(ckpt_b["model"]) - set(ckpt_a["model"]):  # one model config, two datasets' shapes
+        k, a, b = differ or (next(iter(set(ckpt_b["model"]) - set(ckpt_a["model"]))), None, "present")
+        raise UserError(f"{run_a} and {run_b} have weights of different shapes ({k}: {a} and {b}), their data "
+                        f"differ (dataset={ckpt_a['config']['dataset'].get('name')} and "
+                        f"{ckpt_b['config']['dataset'].get('name')}); give two runs of the same model on the same data")
     dev = resolve_device(device)
     data = build(cfg.dataset, seed=cfg.seed, device=dev)  # run A's split: its training set is 'train'
     model = build(cfg.model, in_shape=data.in_shape, num_classes=data.num_classes).to(dev)
@@ -180,6 +189,8 @@ def interpolate_main(args: list[str]) -> int:
     parser.add_argument("--alphas", default="-0.5:1.5:21", help="FROM:TO:N, evenly spaced (default -0.5:1.5:21)")
     parser.add_argument("--out", type=Path)
     ns = parser.parse_args(args)
+    if ns.out is not None:
+        ns.out = user_folder(ns.out, "--out")
     try:
         lo, hi, n = ns.alphas.split(":")
         alphas = [float(lo) + (float(hi) - float(lo)) * i / (int(n) - 1) for i in range(int(n))]
