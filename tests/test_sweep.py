@@ -246,3 +246,19 @@ def test_a_search_counts_a_diverged_trial_as_a_bad_value(in_tmp):
     study = optuna.load_study(study_name="lr_search", storage=storage(in_tmp / "search"))
     assert [(t.state.name, t.value) for t in study.trials][0] == ("COMPLETE", -math.inf)  # the worst value
     assert study.best_params == {"lr": 0.1} and study.best_value == pytest.approx(runs[0.1]["best/val/acc"])
+
+
+@pytest.mark.slow
+def test_two_sweeps_into_one_folder_train_each_run_once_and_neither_calls_the_others_runs_failed(in_tmp):
+    args = [sys.executable, "-m", "dlbench", "train", "-m", "dataset=digits", "model.hidden=[16]", "epochs=3",
+            "logger=none", "trainer.progress=false", "lr=0.3,0.1,0.03,0.01", "--into", "shared"]
+    procs = [subprocess.Popen(args, cwd=in_tmp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    errs = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errs
+    runs = summaries(in_tmp / "shared")
+    assert len(runs) == 4 and all(s["status"] == "completed" for s in runs.values())
+    for name in runs:  # trained once: one record per epoch, none twice
+        epochs = [json.loads(line)["epoch"] for line in (in_tmp / "shared" / name / "metrics.jsonl").read_text().splitlines()]
+        assert epochs == [1, 2, 3], (name, epochs)
+    assert not any("failed" in err for err in errs), errs

@@ -22,6 +22,7 @@ from dlbench.run import runfolder
 from dlbench.run.outcome import DEBUG, debugging, refused_runs
 from dlbench.run.provenance import COMMAND
 from dlbench.run.runfolder import CONTINUE_FINISHED
+from dlbench.status import FINISHED
 from dlbench.sweep import available_cpus, failed_runs, launched, recorded_sweep, threads_per_job
 
 log = logging.getLogger("dlbench")
@@ -224,7 +225,12 @@ def _train(args: list[str]) -> int:
                 folder.rmdir()  # still empty: stopped before running (e.g. a bad override)
     # each run's folder tells, wherever it ran: this process, a joblib worker, a submitit job
     failed = [str(run) for sweep_dir, started in launched for run in failed_runs(sweep_dir, started)]
-    failed += [str(run) for sweep_dir, started in launched for run in refused_runs(sweep_dir, started)]
+    refused = list(dict.fromkeys(run for sweep_dir, started in launched for run in refused_runs(sweep_dir, started)))
+    elsewhere = [run for run in refused if (runfolder.read_summary_or_none(run) or {}).get("status") in FINISHED]
+    if elsewhere:  # another process (a second sweep into this folder) trained them: not this sweep's failures
+        print(f"dlbench: {len(elsewhere)} run(s) trained by another process: {', '.join(map(str, elsewhere))}",
+              file=sys.stderr)
+    failed += [str(run) for run in refused if run not in elsewhere and str(run) not in failed]
     if failed:
         print(f"dlbench: {len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
         return 1
