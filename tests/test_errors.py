@@ -123,6 +123,8 @@ VALUES = {
     "sample-images-negative": (["logger=tensorboard", "logger.sample_images=-3"], ("logger.sample_images=-3", ">= 0")),
     "probe-every-zero": (["probe=grad_norm", "probe.grad_norm.every=0"], ("probe.grad_norm.every=0", ">= 1")),
     "embedding-method": (["probe=embeddings", "probe.embeddings.method=lda"], ("method=lda", "valid: pca, tsne, umap")),
+    "embedding-package-missing": (["probe=embeddings", "probe.embeddings.method=umap"],
+                                  ("probe.embeddings.method=umap", "needs the umap package", "pip install umap-learn")),
     "sharpness-iterations": (["probe=sharpness", "probe.sharpness.iterations=0"], ("iterations=0", ">= 1")),
     "trajectory-every": (["probe=trajectory", "probe.trajectory.every=0"], ("probe.trajectory.every=0", ">= 1")),
     "interval-empty": (["dataset=function", "loss=mse", "dataset.interval=[1,0]"], ("dataset.interval=[1,0]", "low < high")),

@@ -17,7 +17,8 @@ from hydra import initialize_config_dir
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
 
-from dlbench.config import CONF_DIR
+from dlbench import schema
+from dlbench.config import CONF_DIR, compose
 from dlbench.report_cli import main as report_main
 from dlbench.run.outcome import objective_value
 from dlbench.sweep import available_cpus, failed_runs, recorded_sweep, threads_per_job
@@ -217,17 +218,28 @@ def test_a_submitit_local_sweep_gives_the_same_runs(basic):
 @pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]],
                          ids=["basic", "joblib"])
 def test_a_run_that_raises_is_failed_and_the_sweep_goes_on(in_tmp, launcher):
-    # a valid config whose run raises at run time: umap-learn is not installed here
-    assert importlib.util.find_spec("umap") is None
-    proc = dlbench("train", "-m", "probe=embeddings", "probe.embeddings.method=umap,pca", "dataset=digits",
-                   "model.hidden=[16]", "epochs=1", "logger=none", *launcher, "--into", "sweep", cwd=in_tmp, check=False)
+    # a valid config whose run raises at run time: a text too short for one batch, which only its run reads
+    (in_tmp / "short.txt").write_text("the time machine, in brief\n")
+    texts = f"{in_tmp / 'short.txt'},{os.environ['DLBENCH_TIMEMACHINE']}"
+    proc = dlbench("train", "-m", "dataset=timemachine", f"dataset.path={texts}", "model=rnn", "model.hidden=16",
+                   "epochs=1", "logger=none", "trainer.progress=false", *launcher, "--into", "sweep", cwd=in_tmp,
+                   check=False)
     assert proc.returncode == 1
-    assert "1 run(s) failed" in proc.stderr and "method=umap" in proc.stderr
-    runs = {name.split("method=")[1].split(",")[0]: s for name, s in summaries(in_tmp / "sweep").items()}
-    assert (runs["umap"]["status"], runs["pca"]["status"]) == ("failed", "completed")
-    assert "needs umap-learn" in runs["umap"]["error"]
-    log = next((in_tmp / "sweep").glob("*method=umap*/train.log")).read_text()
-    assert "run failed" in log and "needs umap-learn" in log
+    assert "1 run(s) failed" in proc.stderr and "short.txt" in proc.stderr
+    runs = {("short" if "short.txt" in name else "long"): s for name, s in summaries(in_tmp / "sweep").items()}
+    assert (runs["short"]["status"], runs["long"]["status"]) == ("failed", "completed")
+    assert "gives no training batch" in runs["short"]["error"]
+    log = next(p for p in (in_tmp / "sweep").glob("*/train.log") if "short.txt" in p.parent.name).read_text()
+    assert "run failed" in log and "gives no training batch" in log
+
+
+def test_a_package_a_choice_needs_is_checked_before_anything_runs():
+    from dlbench.errors import ConfigError
+
+    assert importlib.util.find_spec("umap") is None  # umap-learn is not a dependency
+    with pytest.raises(ConfigError, match=r"probe.embeddings.method=umap: needs the umap package.*pip install "
+                                          r"umap-learn, or choose another: valid pca, tsne, umap"):
+        schema.check(compose(["probe=embeddings", "probe.embeddings.method=umap"]))
 
 
 @pytest.mark.slow

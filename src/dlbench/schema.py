@@ -344,4 +344,17 @@ def _study(tree: dict) -> None:
     study_block.check(tree.get("study"))
 
 
-RULES = (_nesterov, _heads, _interval, _milestones, _boolean_function, _imbalance, _study)
+# what a choice needs installed that dlbench does not install itself: checked at the door, not after training
+OPTIONAL_PACKAGES = {("probe.embeddings.method", "umap"): ("umap", "pip install umap-learn")}
+
+
+def _optional_packages(tree: dict) -> None:
+    import importlib.util
+
+    for (key, value), (module, install) in OPTIONAL_PACKAGES.items():
+        if _get(tree, key) == value and importlib.util.find_spec(module) is None:
+            raise ConfigError(key, value, f"needs the {module} package, which is not installed",
+                              f"{install}, or choose another: valid {', '.join(C.EMBEDDING_METHODS)}")
+
+
+RULES = (_optional_packages, _nesterov, _heads, _interval, _milestones, _boolean_function, _imbalance, _study)
