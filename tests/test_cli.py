@@ -177,6 +177,22 @@ def test_data_prints_the_splits_of_generated_and_bundled_datasets(capsys):
         main(["data", "nosuch"])
 
 
+def test_data_applies_overrides_to_each_dataset_named(capsys):
+    """`dlbench data NAME KEY=VALUE`: the same overrides as `dlbench train` (a root, a split) take effect."""
+    from dlbench.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["data", "function", "dataset.n_train=300", "dataset.n_val=150"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.startswith("function: 300 train, 150 val, ")
+    with pytest.raises(SystemExit) as done:
+        main(["data", "--help"])
+    assert done.value.code == 0 and "dataset.root=" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as done:
+        main(["data", "function", "dataset.n_train=-3"])
+    assert done.value.code == 2 and "dataset.n_train=-3: must be >= 1" in capsys.readouterr().err
+
+
 def test_a_quoted_value_gives_a_run_folder_hydra_can_read(in_tmp):
     """The folder `dlbench train` names after the overrides goes to Hydra as hydra.run.dir='...':
     a value the user quoted (dataset.function='x > 0') must not end that quote early."""

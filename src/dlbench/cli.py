@@ -15,7 +15,7 @@ USAGE = """usage: dlbench <command> [arguments]
   resume RUN_DIR|SWEEP_DIR  continue an interrupted run, or re-run a sweep into its folder
   report SWEEP_DIR ...      the results table (mean, 95% interval over seeds), notes and plots of sweeps
   list                      the datasets, models, optimizers, ... that configs can name
-  data [DATASET ...]        make sure a dataset is on disk (default: fashion_mnist)
+  data [DATASET ...] [K=V]  make sure a dataset is on disk (default: fashion_mnist)
   interpolate RUN_A RUN_B   loss and accuracy along (1-a) theta_A + a theta_B  [--alphas FROM:TO:N] [--out DIR]
   trajectory RUN [RUN ...]  weights saved by probe=trajectory, on their first 2 principal components
                             [--color METRIC] [--out DIR]
