@@ -148,7 +148,9 @@ def test_runs_whose_models_compute_another_function_of_the_same_shapes_train_apa
     assert_same_runs(tmp_path / "fused", tmp_path / "alone")
     monkeypatch.setattr(fused, "structure", lambda model: ())
     assert sweep(tmp_path / "blind", *args) != 0
-    assert "fused group 1/1: 2 runs as one model" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "fused group 1/1: 2 runs as one model" in err and "Traceback" not in err
+    assert err.count("(in a fused group of 2) failed: RuntimeError: ") == 2 and "/train.log" in err
     runs = runs_in(tmp_path / "blind")
     assert [summary(r)["status"] for r in runs] == ["failed", "failed"]
     assert "computes another function than" in (runs[0] / "train.log").read_text()

@@ -62,6 +62,18 @@ def test_every_knob_of_every_option_is_in_the_schema_and_its_default_passes(grou
         schema.check(cfg)  # every shipped default is valid
 
 
+@pytest.mark.parametrize("launcher", ["basic", "fused", "joblib", "slurm", "submitit_local"])
+def test_every_launchers_shipped_defaults_pass_its_knob_rules_and_a_bad_knob_is_refused(launcher):
+    """A launcher chosen with nothing else set is never refused (submitit's own defaults hold nulls)."""
+    from dlbench.launch import check_hydra
+
+    check_hydra(["-m", "lr=0.1,0.2", f"hydra/launcher={launcher}"])
+    knob = {"fused": "max_group", "joblib": "n_jobs", "slurm": "nodes", "submitit_local": "nodes"}.get(launcher)
+    if knob:
+        with pytest.raises(ConfigError, match=rf"hydra.launcher.{knob}=0"):
+            check_hydra(["-m", "lr=0.1,0.2", f"hydra/launcher={launcher}", f"hydra.launcher.{knob}=0"])
+
+
 def test_each_rule_refuses_its_wrong_type_and_names_the_key():
     for key, rule in schema.KNOBS.items():
         wrong = {"Num": "abc", "Choice": "nosuch", "Text": 3, "ListOf": "abc", "AnyOf": "abc"}[type(rule).__name__]

@@ -215,9 +215,12 @@ def test_a_submitit_local_sweep_gives_the_same_runs(basic):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]],
-                         ids=["basic", "joblib"])
+@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], ["hydra/launcher=fused"],
+                                      ["hydra/launcher=submitit_local", "hydra.launcher.cpus_per_task=1"]],
+                         ids=["basic", "joblib", "fused", "submitit"])
 def test_a_run_that_raises_is_failed_and_the_sweep_goes_on(in_tmp, launcher):
+    """The same failure through every launcher: recorded `failed` with its cause, said in one line, and
+    the sweep exits non-zero after training the other run."""
     # a valid config whose run raises at run time: a text too short for one batch, which only its run reads
     (in_tmp / "short.txt").write_text("the time machine, in brief\n")
     texts = f"{in_tmp / 'short.txt'},{os.environ['DLBENCH_TIMEMACHINE']}"
@@ -225,12 +228,33 @@ def test_a_run_that_raises_is_failed_and_the_sweep_goes_on(in_tmp, launcher):
                    "epochs=1", "logger=none", "trainer.progress=false", *launcher, "--into", "sweep", cwd=in_tmp,
                    check=False)
     assert proc.returncode == 1
-    assert "1 run(s) failed" in proc.stderr and "short.txt" in proc.stderr
+    assert "1 run(s) failed" in proc.stderr and "short.txt" in proc.stderr and "Traceback" not in proc.stderr
     runs = {("short" if "short.txt" in name else "long"): s for name, s in summaries(in_tmp / "sweep").items()}
     assert (runs["short"]["status"], runs["long"]["status"]) == ("failed", "completed")
     assert "gives no training batch" in runs["short"]["error"]
     log = next(p for p in (in_tmp / "sweep").glob("*/train.log") if "short.txt" in p.parent.name).read_text()
     assert "run failed" in log and "gives no training batch" in log
+
+
+def test_a_bug_in_a_sweeps_run_is_one_line_on_the_terminal_and_its_traceback_is_in_train_log(tmp_path, capfd):
+    import logging
+
+    from dlbench.run.outcome import say_failure
+
+    root, log_file = logging.getLogger(), logging.FileHandler(tmp_path / "train.log")
+    console = logging.StreamHandler()  # Hydra's console handler: stderr
+    root.addHandler(log_file), root.addHandler(console)
+    try:
+        try:
+            {}["missing"]
+        except KeyError as err:
+            say_failure(err, tmp_path, "run 3")
+    finally:
+        root.removeHandler(log_file), root.removeHandler(console), log_file.close()
+    err = capfd.readouterr().err
+    assert err == f"dlbench: run 3 failed: KeyError: 'missing'; traceback in {tmp_path / 'train.log'}\n"
+    log = (tmp_path / "train.log").read_text()
+    assert f"run failed: {tmp_path}" in log and "Traceback" in log and '{}["missing"]' in log
 
 
 def test_a_package_a_choice_needs_is_checked_before_anything_runs():

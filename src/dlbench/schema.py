@@ -254,13 +254,13 @@ JOBS = Jobs()
 HYDRA_KNOBS: dict[str, dict[str, object]] = {
     "JoblibLauncher": {"n_jobs": JOBS},
     "FusedLauncher": {"max_group": POS_INT},
-    "SlurmLauncher": {"cpus_per_task": POS_INT, "tasks_per_node": POS_INT, "nodes": POS_INT,
-                      "timeout_min": POS_INT, "mem_gb": Num(0, lo_open=True, null="the partition's default"),
-                      "gpus_per_node": NONNEG_INT, "signal_delay_s": NONNEG_INT, "max_num_timeout": NONNEG_INT,
-                      "array_parallelism": POS_INT},
-    "LocalLauncher": {"cpus_per_task": POS_INT, "tasks_per_node": POS_INT, "nodes": POS_INT,
-                      "timeout_min": POS_INT, "mem_gb": Num(0, lo_open=True, null="no limit"),
-                      "gpus_per_node": NONNEG_INT},
+    "SlurmLauncher": {"cpus_per_task": Num(1, integer=True, null="submitit's default"), "tasks_per_node": POS_INT,
+                      "nodes": POS_INT, "timeout_min": POS_INT, "mem_gb": Num(0, lo_open=True, null="the partition's default"),
+                      "gpus_per_node": Num(0, integer=True, null="none asked for"), "signal_delay_s": NONNEG_INT,
+                      "max_num_timeout": NONNEG_INT, "array_parallelism": POS_INT},
+    "LocalLauncher": {"cpus_per_task": Num(1, integer=True, null="submitit's default"), "tasks_per_node": POS_INT,
+                      "nodes": POS_INT, "timeout_min": POS_INT, "mem_gb": Num(0, lo_open=True, null="no limit"),
+                      "gpus_per_node": Num(0, integer=True, null="none asked for")},
 }
 
 

@@ -19,7 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from dlbench.errors import USER_ERROR_STATUS, DataNotFoundError, RunFolderError, UserError
+from dlbench.errors import USER_ERROR_STATUS, DataNotFoundError, RunFolderError, UserError, first_line
 from dlbench.status import Status
 
 log = logging.getLogger("dlbench")
@@ -60,10 +60,26 @@ def _say(err: BaseException, hydra_cfg) -> None:
     elif isinstance(err, Exception):
         if not multirun:
             raise err
-        # a program bug: its traceback shows where; the run recorded itself as failed and the sweep goes on
-        log.error("run failed: %s", run_dir, exc_info=err)
+        # a program bug: the run recorded itself as failed and the sweep goes on
+        say_failure(err, run_dir, f"run {hydra_cfg.job.num}")
     else:  # Ctrl-C, SIGTERM: the whole command stops
         raise err
+
+
+def say_failure(err: Exception, run_dir: Path, who: str) -> None:
+    """A run that failed inside a sweep: its traceback goes to the run's log (train.log) only, and the
+    terminal gets one line with the cause and where the traceback is. Where no log file listens (logging
+    not set up), the traceback goes wherever the log goes, so it is never lost."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "run failed: %s", (run_dir,),
+                            (type(err), err, err.__traceback__))
+    files = [h for h in logging.getLogger().handlers
+             if isinstance(h, logging.FileHandler) or not isinstance(h, logging.StreamHandler)]
+    for handler in files or logging.getLogger().handlers:
+        if record.levelno >= handler.level:
+            handler.handle(record)
+    cause = first_line(err)
+    cause = cause if cause == type(err).__name__ else f"{type(err).__name__}: {cause}"
+    print(f"dlbench: {who} failed: {cause}; traceback in {Path(run_dir) / 'train.log'}", file=sys.stderr)
 
 
 def objective_value(summary: dict | None, metric: str | None, direction: str) -> float | None:

@@ -14,9 +14,8 @@ from dlbench.launchers.fused.epoch import train_group
 from dlbench.launchers.fused.grouping import group_key, why_not_fused
 from dlbench.launchers.fused.members import Ledger, Member, MemberLogs, own_rng
 from dlbench.run.lifecycle import Run, log_handler
-from dlbench.run.outcome import job_return
+from dlbench.run.outcome import job_return, say_failure
 
-log = logging.getLogger("dlbench")
 
 
 class KeptCompositions:
@@ -127,8 +126,10 @@ class FusedLauncher:
                 train_group(group, logs, self.ledger)
         except KeyboardInterrupt:
             raise
-        except Exception:
-            log.exception("fused group failed: %s", ", ".join(m.name for m in group))
+        except Exception as err:  # each member failed with the group: each run's log keeps the traceback
+            for m in group:
+                logs.current = m.logs
+                say_failure(err, m.state.run_dir, f"{m.name} (in a fused group of {len(group)})")
         finally:
             logs.current = None
         for m in group:
@@ -141,8 +142,8 @@ class FusedLauncher:
                 m.run.fit()
         except KeyboardInterrupt:
             raise
-        except Exception:
-            log.exception("run failed: %s", m.state.run_dir)
+        except Exception as err:
+            say_failure(err, m.state.run_dir, m.name)
         finally:
             logs.current = None
         self.returned(m)
