@@ -283,6 +283,22 @@ def _other_data(folder: Path) -> None:
     torch.save(ckpt, path)
 
 
+def _diverged(folder: Path) -> None:
+    """div: the run as a diverged one leaves it, NaN in its weights, its trajectory finite at epoch 0 only."""
+    import torch
+
+    shutil.copytree(folder / "run", folder / "div")
+    path = folder / "div" / "checkpoints" / "last.pt"
+    ckpt = torch.load(path, weights_only=False)
+    flat = torch.cat([v.flatten() for v in ckpt["model"].values() if v.is_floating_point()])
+    first = next(k for k, v in ckpt["model"].items() if v.dim() == 2)
+    ckpt["model"][first] = torch.full_like(ckpt["model"][first], float("nan"))
+    torch.save(ckpt, path)
+    (folder / "div" / "trajectory").mkdir()
+    torch.save(flat, folder / "div" / "trajectory" / "epoch_0000.pt")
+    torch.save(torch.full_like(flat, float("inf")), folder / "div" / "trajectory" / "epoch_0001.pt")
+
+
 def _a_file(folder: Path) -> None:
     (folder / "afile").write_text("not a folder\n")
 
@@ -315,6 +331,10 @@ FOLDER = {
     "interpolate-other-data": Case(["interpolate", "run", "run2"], ("weights of different shapes", "dataset=digits and "
                                    "playground", "same model on the same data"), prepare=_other_data),
     "trajectory-no-snapshots": Case(["trajectory", "run"], ("no trajectory/ snapshots", "probe=trajectory")),
+    "interpolate-diverged": Case(["interpolate", "run", "div"], ("div: its weights are not finite", "the run diverged"),
+                                 prepare=_diverged),
+    "trajectory-diverged": Case(["trajectory", "div"], ("div: 1 snapshot(s) with finite weights", "two or more"),
+                                prepare=_diverged),
     "start-callback-fails": Case(into_run("epochs=1"), ("boom in on_run_start",), status=1, recorded="failed",
                                  trains=True, bug=True, extra=[FailAt("on_run_start")], prepare=_empty),
     "end-callback-fails": Case(into_run("epochs=1"), ("boom in on_run_end",), status=1, recorded="failed",

@@ -144,8 +144,9 @@ def test_trajectory_and_interpolate_commands(in_tmp):
     assert "6 snapshots of 2 run(s)" in out
     rows = json.loads((in_tmp / "traj" / "trajectory.json").read_text())
     assert [r["epoch"] for r in rows] == [0, 1, 2, 0, 1, 2] and rows[1]["val/loss"] is not None
-    out = dlbench("interpolate", "runs/s0", "runs/s1", "--alphas", "0:1:3", "--out", "interp", cwd=in_tmp).stdout
-    assert len(out.strip().splitlines()) == 3 and (in_tmp / "interp" / "interpolation.png").is_file()
+    out = dlbench("interpolate", "runs/s0", "runs/s1", "--alphas", "-1:1:5", "--out", "interp", cwd=in_tmp).stdout
+    assert [line.split()[1] for line in out.strip().splitlines()] == ["-1.0000", "-0.5000", "0.0000", "0.5000", "1.0000"]
+    assert (in_tmp / "interp" / "interpolation.png").is_file()
     embedded = dlbench("train", "dataset=digits", "epochs=2", "model.hidden=[16]", "probe=embeddings",
                        "probe.embeddings.method=tsne", "probe.embeddings.examples=200", "hydra.run.dir=runs/e",
                        cwd=in_tmp)

@@ -2,6 +2,7 @@
 import argparse
 import csv
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -22,7 +23,12 @@ def _load_run(run_dir: Path) -> dict:
     path = run_dir / "checkpoints" / "last.pt"
     if not path.exists():
         raise UserError(f"{run_dir}: no checkpoints/last.pt; give a run folder trained with trainer.checkpoint=true")
-    return load_checkpoint(path, "cpu")
+    ckpt = load_checkpoint(path, "cpu")
+    bad = next((k for k, v in ckpt["model"].items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:  # a diverged run: every point of a path through it would be NaN
+        raise UserError(f"{run_dir}: its weights are not finite ({bad} holds NaN or inf: the run diverged); "
+                        "give runs whose weights are numbers")
+    return ckpt
 
 
 def blend(a: dict, b: dict, alpha: float) -> dict:
@@ -88,7 +94,9 @@ def _plot_interpolation(rows: list[dict], path: Path, title: str) -> None:
         ax.set_xlabel("alpha  (0: first run, 1: second run)")
         ax.set_ylabel({"loss": "loss", "acc": "accuracy"}[kind])
         ax.legend()
-    axes[0][0].set_yscale("log")
+    losses = [r[f"{split}/loss"] for r in rows for split in splits if f"{split}/loss" in r]
+    if any(v > 0 for v in losses if v == v):  # log scale needs a positive loss (an overflow gives inf or NaN)
+        axes[0][0].set_yscale("log")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     save_figure(fig, path)
@@ -104,7 +112,7 @@ def trajectory(runs: list[Path], color: str = "val/loss", out: Path | None = Non
     principal components, one line per run, coloured by `color` at that epoch. `layer` (a
     parameter's name, or the start of several: `net.0`) keeps only those weights. `names` labels
     the runs (default: their folder names)."""
-    snapshots, rows = [], []
+    snapshots, rows, left_out = [], [], []
     for run in runs:
         files = sorted((run / "trajectory").glob("epoch_*.pt"))
         if not files:
@@ -117,9 +125,17 @@ def trajectory(runs: list[Path], color: str = "val/loss", out: Path | None = Non
         for f in files:
             epoch = int(f.stem.split("_")[1])
             flat = _snapshot(f)
+            if not torch.isfinite(flat).all():  # a diverged run's last snapshots: no point on the plane
+                left_out.append(f)
+                continue
             snapshots.append(torch.cat([flat[a:b] for a, b in keep]) if keep else flat)
             rows.append({"run": (names or {}).get(run, run.name), "epoch": epoch,
                          color: by_epoch.get(epoch, {}).get(color)})
+    if len(snapshots) < 2:
+        raise UserError(f"{', '.join(map(str, runs))}: {len(snapshots)} snapshot(s) with finite weights; a plane "
+                        "needs two or more (train longer, or give more runs)")
+    for f in left_out:
+        print(f"dlbench: {f}: weights not finite (the run diverged); left out", file=sys.stderr)
     if len({s.numel() for s in snapshots}) > 1:
         raise UserError(f"{', '.join(map(str, runs))}: the runs' models differ in size; give runs of one architecture")
     coords, explained = pca_2d(torch.stack(snapshots))
@@ -188,6 +204,9 @@ def interpolate_main(args: list[str]) -> int:
     parser.add_argument("run_b", type=Path)
     parser.add_argument("--alphas", default="-0.5:1.5:21", help="FROM:TO:N, evenly spaced (default -0.5:1.5:21)")
     parser.add_argument("--out", type=Path)
+    if "--alphas" in args[:-1]:  # argparse takes "-0.5:1.5:21" for an option; the = form it reads as a value
+        i = args.index("--alphas")
+        args = [*args[:i], f"--alphas={args[i + 1]}", *args[i + 2:]]
     ns = parser.parse_args(args)
     if ns.out is not None:
         ns.out = user_folder(ns.out, "--out")
