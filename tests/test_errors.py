@@ -142,6 +142,9 @@ VALUES = {
                           ("dataset.partition=shuffled", "sequential")),
     "objective-typo": (["objective=best/val/accc"], ("objective=best/val/accc", "valid:", "best/val/acc")),
     "interpolation-missing": (["lr=${nosuch}"], ("lr", "cannot be resolved")),
+    # valid alone, impossible at the edge or inside a study's own sweep
+    "lr-beyond-float32": (["lr=1e308"], ("lr=1e+308", "<= 3.40282e+38")),
+    "study-quick-bad-value": (["experiment=lr_sweep", "quick=true", "lr=abc"], ("lr=abc", "not a number")),
 }
 
 # ------------------------------------------------------------------ two groups that do not fit (shapes on the meta device)
@@ -348,6 +351,14 @@ FOLDER = {
     "into-nothing": Case(["train", *BASE, "--into", ""], ("--into ''", "an empty folder name", "unset shell variable")),
     "report-out-a-file": Case(["report", "run", "--out", "afile"], ("--out afile", "is a file, not a folder"),
                               prepare=_a_file),
+    # valid values that leave a run nothing to train on: refused when its data is built, recorded failed
+    "split-leaves-no-example": Case(["train", *BASE, "dataset.val_split=0.9999", "--into", "r2"],
+                                    ("dataset.val_split=0.9999", "leaves none of the", "smaller fraction"),
+                                    trains=True),
+    "text-shorter-than-a-batch": Case(["train", "trainer.progress=false", "logger=none", "dataset=timemachine",
+                                       "dataset.path=short.txt", "model=rnn", "--into", "r2"],
+                                      ("gives no training batch", "a lower batch_size"), trains=True,
+                                      prepare=lambda f: (f / "short.txt").write_text("the time machine, in brief\n")),
     "data-root-a-file": Case(["train", "trainer.progress=false", "logger=none", "epochs=1", "--into", "r2"],
                              ("dataset.root ($DLBENCH_DATA when set)", "afile: is a file, not a folder"),
                              env={"DLBENCH_DATA": "afile"}, prepare=_a_file, trains=True),
