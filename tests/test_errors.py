@@ -213,7 +213,7 @@ COMMAND = {
     "search-sampler-unknown": (["train", "-m", *BASE, "experiment=lr_search", "hydra.sweeper.sampler.name=nosuch"],
                                ("hydra.sweeper.sampler.name=nosuch", "is not a sampler", "valid: tpe, random")),
     "search-pruner-option": (["train", "-m", *BASE, "experiment=lr_search", "+hydra.sweeper.pruner.patiense=2"],
-                             ("hydra.sweeper.pruner.patiense=2", "not an option of the median pruner", "valid:")),
+                             ("hydra.sweeper.pruner.patiense=2", "not an option of the successive_halving pruner", "valid:")),
     "search-interval-reversed": (["train", "-m", *BASE, "hydra/sweeper=search", "lr=interval(1, 0.1)"],
                                  ("lr=interval(1.0, 0.1)", "low end below its high end")),
     "search-nothing-to-search": (["train", "-m", *BASE, "hydra/sweeper=search", "lr=0.1"],

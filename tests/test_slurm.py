@@ -144,6 +144,7 @@ def test_a_search_runs_its_trials_as_slurm_jobs_n_jobs_at_a_time(cluster, tmp_pa
             "hydra.sweeper.params.model=mlp", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2",
             "trainer.threads=1", *ON_CLUSTER, "--into", "search", cwd=tmp_path, timeout=300)
     study = optuna.load_study(study_name="lr_search", storage=storage(tmp_path / "search"))
-    assert sorted((t.number, t.state.name) for t in study.trials) == [(i, "COMPLETE") for i in range(4)]
+    done = sorted((t.number, t.state.name) for t in study.trials)  # ASHA may prune: a result like a completion
+    assert [n for n, _ in done] == [0, 1, 2, 3] and {state for _, state in done} <= {"COMPLETE", "PRUNED"}
     jobs = {p.parent.name.split("_")[0] for p in (tmp_path / "search" / ".submitit").glob("*/*_submission.sh")}
     assert len(jobs) == 4 and all("JobState=COMPLETED" in scontrol_job(job) for job in jobs)

@@ -38,6 +38,9 @@ def _pruners() -> dict:
 
 
 NEEDS = {"cmaes": ("cmaes", "pip install cmaes")}  # a sampler's own package, checked before the search
+# dlbench's defaults where they differ from Optuna's (each overridable as the pruner's own key): ASHA's
+# first rung at epoch 1 and a third going on, as scripts/bench_search.py measured it
+DEFAULTS = {"successive_halving": {"min_resource": 1, "reduction_factor": 3}}
 
 
 def _part(kind: str, node, table: dict, default: str, say: bool = False, **given):
@@ -66,7 +69,7 @@ def _part(kind: str, node, table: dict, default: str, say: bool = False, **given
             print(f"dlbench: hydra.sweeper.{kind}.{key}={value}: not an option of the {name} {kind}; left out",
                   file=sys.stderr)
     try:
-        return cls(**given, **options)
+        return cls(**given, **{**DEFAULTS.get(name, {}), **options})
     except (TypeError, ValueError) as err:
         raise ConfigError(f"hydra.sweeper.{kind}", {"name": name, **options}, f"the {name} {kind} refused it: {err}",
                           f"see optuna.{'samplers' if kind == 'sampler' else 'pruners'}.{cls.__name__}") from None
@@ -79,7 +82,7 @@ def build_sampler(node, space: Space, say: bool = False):
 
 def build_pruner(node, say: bool = False):
     """say: print each option left out (once, before the search; not again in every run)."""
-    return _part("pruner", node, _pruners(), "median", say)
+    return _part("pruner", node, _pruners(), "successive_halving", say)
 
 
 def direction(sweeper) -> str:
