@@ -17,6 +17,7 @@ forward, backward and an SGD step on one batch already on the device, the fastes
 import argparse
 import json
 import pickle
+import shutil
 import subprocess
 import sys
 import time
@@ -43,6 +44,7 @@ def write_cifar10(root: Path) -> None:
 
 def train_rate(name: str, root: Path, batch: int, steps: int, extra: list[str]) -> dict:
     folder = ROOT / "outputs" / "bench_cifar" / name
+    shutil.rmtree(folder, ignore_errors=True)  # a measurement, not a result to keep: always trained afresh
     command = [sys.executable, "-m", "dlbench", "train", "experiment=cifar10_cnns", "hydra.mode=RUN",
                "variant=cifar10_cnns/resnet18", f"dataset.root={root}", f"batch_size={batch}",
                f"dataset.limit={batch * steps}", "dataset.eval_limit=1000", "epochs=1", "logger=none",
