@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 # `make test` runs the suite in two pytest-xdist workers, one per core of a 2-core machine. Each
@@ -44,6 +45,14 @@ def dlbench(*args: str, cwd: Path, check: bool = True, timeout: float = 300) -> 
     if check and proc.returncode != 0:
         raise AssertionError(f"dlbench {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def wait_for(condition, proc: subprocess.Popen, timeout: float = 240) -> None:
+    """Poll until condition() holds while `proc` (a dlbench started with Popen) still runs."""
+    deadline = time.time() + timeout
+    while not condition():
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read().decode()[-2000:]
+        time.sleep(0.02)
 
 
 def runs_in(sweep: Path) -> list[Path]:

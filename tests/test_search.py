@@ -5,7 +5,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 
 import optuna
 import pytest
@@ -17,7 +16,7 @@ from dlbench.errors import ConfigError
 from dlbench.search.pruning import intermediate
 from dlbench.search.space import parse_space
 from dlbench.search.study import check, storage
-from tests.conftest import dlbench
+from tests.conftest import dlbench, wait_for
 
 SEARCH = ["train", "-m", "experiment=lr_search", "dataset=digits", "model.hidden=[32]", "logger=none",
           "hydra.sweeper.params.model=mlp", "trainer.progress=false"]
@@ -123,13 +122,6 @@ def test_a_hopeless_trial_is_pruned_at_its_first_report_and_kept_as_a_result(in_
     assert "| 1 | pruned | 1.00e-06 |" in report and "| 0 | complete | 0.5000 |" in report
     assert "Best: trial 0" in report and "lr=0.5" in report.split("To train it again")[1]
     assert (in_tmp / "search" / "search" / "lr_search_optimization_history.png").is_file()
-
-
-def wait_for(condition, proc, timeout=240):
-    deadline = time.time() + timeout
-    while not condition():
-        assert proc.poll() is None and time.time() < deadline, proc.stderr.read().decode()[-2000:]
-        time.sleep(0.02)
 
 
 @pytest.mark.slow

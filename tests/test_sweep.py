@@ -22,7 +22,7 @@ from dlbench.config import CONF_DIR, compose
 from dlbench.report_cli import main as report_main
 from dlbench.run.outcome import objective_value
 from dlbench.sweep import available_cpus, failed_runs, recorded_sweep, threads_per_job
-from tests.conftest import dlbench
+from tests.conftest import dlbench, wait_for
 
 # two learning rates x two seeds, plus a rate that diverges (its two seeds too)
 SWEEP = ["-m", "lr=0.05,0.2,10", "seed=0,1", "dataset=digits", "model.hidden=[32]", "epochs=2",
@@ -147,13 +147,6 @@ def test_tensorboard_hparams_lists_every_run_with_its_values_and_final_metrics(b
         hparams, metrics = groups[name].hparams, {m.name.tag: m.value for m in groups[name].metric_values}
         assert (hparams["lr"].number_value, hparams["seed"].number_value) == (s["lr"], s["seed"])
         assert metrics["epoch/test/acc"] == pytest.approx(s["test/acc"]) and "epoch/val/loss" in metrics
-
-
-def wait_for(condition, proc, timeout=240):
-    deadline = time.time() + timeout
-    while not condition():
-        assert proc.poll() is None and time.time() < deadline, proc.stderr.read().decode()[-2000:]
-        time.sleep(0.02)
 
 
 @pytest.mark.slow
