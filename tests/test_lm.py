@@ -51,7 +51,18 @@ def test_sequential_batches_continue_row_by_row(corpus):
     assert x1.shape == (4, 7) and torch.equal(y1, x1 + 1)
     assert torch.equal(x2[:, 0], x1[:, -1] + 1)  # row b of batch 2 starts where row b of batch 1 ended
     train = corpus.batches(split, 4, generator=torch.Generator().manual_seed(0))
-    assert train.carries_state and len(list(train)) >= len(train) - 1
+    assert train.carries_state and [len(list(train)) for _ in range(20)] == [len(train)] * 20
+
+
+@pytest.mark.parametrize("partition", ["sequential", "random"])
+def test_every_training_epoch_has_the_batches_len_promises_whatever_its_offset(partition):
+    """A schedule counts len(batches) steps an epoch, and a text of one batch at offset 0 may hold none
+    at a later epoch's offset: each epoch gives exactly len, and len is what the worst offset leaves."""
+    data = build(compose(["dataset=timemachine", f"dataset.partition={partition}"]).dataset)
+    for n in (71, 72, 100, 141, 1000):  # around one and two batches of 4 x 7 (sequential) or windows (random)
+        split = TokenSplit(torch.arange(n), seq_len=7)
+        batches = data.batches(split, 4 if partition == "sequential" else 1, generator=torch.Generator().manual_seed(n))
+        assert [len(list(batches)) for _ in range(30)] == [len(batches)] * 30, n
 
 
 def test_random_batches_are_shuffled_windows_with_fresh_state():

@@ -84,7 +84,10 @@ class SequentialBatches:
         self.seq_len = split.seq_len
 
     def __len__(self) -> int:
-        return (len(self.split.tokens) - 1) // self.batch_size // self.seq_len
+        """The batches of every epoch, whatever its offset: a schedule's steps and the check that a run
+        has a batch count on them."""
+        spare = 0 if self.generator is None else self.seq_len - 1  # a training epoch starts up to T - 1 in
+        return max(0, len(self.split.tokens) - 1 - spare) // self.batch_size // self.seq_len
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         tokens, b, t = self.split.tokens, self.batch_size, self.seq_len
@@ -93,7 +96,7 @@ class SequentialBatches:
         n = (len(tokens) - offset - 1) // b * b
         xs = tokens[offset:offset + n].view(b, -1)          # (B, n/B)
         ys = tokens[offset + 1:offset + 1 + n].view(b, -1)  # the next character of each
-        for i in range(0, xs.shape[1] // t * t, t):
+        for i in range(0, len(self) * t, t):
             yield xs[:, i:i + t], ys[:, i:i + t]  # (B, T), (B, T)
 
 
@@ -105,14 +108,20 @@ class RandomBatches:
     def __init__(self, split: TokenSplit, batch_size: int, generator: torch.Generator | None = None):
         self.split, self.batch_size, self.generator = split, batch_size, generator
 
+    def windows(self) -> int:
+        """The windows of every epoch, whatever its offset (the fewest: an offset of T - 1)."""
+        t = self.split.seq_len
+        return len(range(t - 1, len(self.split.tokens) - t, t))
+
     def __len__(self) -> int:
-        return math.ceil(len(self.split) / self.batch_size)
+        return math.ceil(self.windows() / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         tokens, t = self.split.tokens, self.split.seq_len
         offset = int(torch.randint(t, (1,), generator=self.generator))
         starts = torch.arange(offset, len(tokens) - t, t)  # each window needs t inputs and t targets
-        starts = starts[torch.randperm(len(starts), generator=self.generator)].to(tokens.device)
+        order = torch.randperm(len(starts), generator=self.generator)[:self.windows()]  # as many every epoch
+        starts = starts[order].to(tokens.device)
         steps = torch.arange(t, device=tokens.device)
         for i in range(0, len(starts), self.batch_size):
             idx = starts[i:i + self.batch_size, None] + steps  # (B, T)
