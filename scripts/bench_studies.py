@@ -20,6 +20,7 @@ then each study's total, said to be a GPU study above an hour. An arm over 1.5x 
 probe or callback, a regulariser's cost. Search studies (their arms are drawn as they go) are skipped.
 """
 import argparse
+import functools
 import itertools
 import logging
 import math
@@ -29,6 +30,8 @@ import time
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
+
 from dlbench.config import compose
 from dlbench.loop import train_one_epoch
 from dlbench.overrides import is_grid, parse_or_explain, sweeper_params
@@ -64,8 +67,8 @@ def capped(cfg, steps: int, threads: int) -> list[str]:
     return short
 
 
-def bound_rate(cfg, steps: int, folder: Path) -> tuple[float, int]:
-    """Examples/s of the arm's model stepped on one of its own batches, and its training split's size."""
+def bound_rate(cfg, steps: int, folder: Path) -> float:
+    """Examples/s of the arm's model stepped on one of its own batches."""
     state, _ = build_state(cfg, folder, [])
     x, y = next(iter(state.train_batches))
     batch = [(x, y)] * steps
@@ -75,17 +78,22 @@ def bound_rate(cfg, steps: int, folder: Path) -> tuple[float, int]:
     start = time.perf_counter()
     train_one_epoch(state.model, batch, state.loss_fn, state.optimizer, accuracy=not task.regression,
                     forward=task.forward, precision=state.precision)
-    return steps * len(x) / (time.perf_counter() - start), len(state.data.train)
+    return steps * len(x) / (time.perf_counter() - start)
+
+
+@functools.lru_cache(maxsize=None)  # a study's arms mostly share their data: built once
+def _epoch_examples(dataset_yaml: str, seed: int, device: str, batch_size: int) -> int:
+    from dlbench.config import build
+    from dlbench.runtime import resolve_device
+
+    data = build(OmegaConf.create(dataset_yaml), seed=seed, device=resolve_device(device))
+    return len(data.train_batches(batch_size, torch.Generator().manual_seed(0))) * batch_size
 
 
 def epoch_examples(cfg) -> int:
     """Examples (a text's windows) one epoch of the arm's full form trains on: its batches, times the
     batch size (a dataset with steps_per_epoch, such as the function to fit, counts those)."""
-    from dlbench.config import build
-    from dlbench.runtime import resolve_device
-
-    data = build(cfg.dataset, seed=cfg.seed, device=resolve_device(cfg.device))
-    return len(data.train_batches(cfg.batch_size, torch.Generator().manual_seed(0))) * cfg.batch_size
+    return _epoch_examples(OmegaConf.to_yaml(cfg.dataset), cfg.seed, str(cfg.device), cfg.batch_size)
 
 
 def measure(name: str, arm: list[str], steps: int, threads: int, extra: list[str]) -> dict:
@@ -94,7 +102,7 @@ def measure(name: str, arm: list[str], steps: int, threads: int, extra: list[str
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:
         summary = run(cfg, run_dir=Path(tmp) / "loop")
-        bound, _ = bound_rate(cfg, steps, Path(tmp) / "bound")
+        bound = bound_rate(cfg, steps, Path(tmp) / "bound")
     loop = summary.get("train_examples_per_second") or float("nan")
     seeds = full.get("seeds") if isinstance(full.get("seeds"), int) else 1
     return {"arm": " ".join(arm) or "(one run)", "loop": loop, "bound": bound, "ratio": bound / loop,

@@ -17,7 +17,6 @@ from dlbench.run.lifecycle import Run, log_handler
 from dlbench.run.outcome import job_return, say_failure
 
 
-
 class KeptCompositions:
     """Hydra's sweeper composes every run's config to check it can (validate_batch_is_legal), and
     throws it away; a launcher then composes it again. Composing costs a good part of a second
