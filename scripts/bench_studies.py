@@ -3,6 +3,7 @@ in one process, with the same threads, and the arms over 1.5x flagged.
 
     python scripts/bench_studies.py                         # every study (a quarter of an hour or more)
     python scripts/bench_studies.py regularisers capacity --steps 30 --threads 1
+    python scripts/bench_studies.py regularisers --full --arms none,l2    # full-length arms, epoch by epoch
 
 For each arm of a study's grid (its sweep's product, one seed), two measurements of the arm's own config:
 
@@ -18,12 +19,17 @@ the estimated CPU minutes of the arm's full form (its epochs, each of its full f
 study's seeds, at the loop's rate; a run that stops early, at a target or by early stopping, takes less),
 then each study's total, said to be a GPU study above an hour. An arm over 1.5x is flagged: the data path, a per-step host sync, a
 probe or callback, a regulariser's cost. Search studies (their arms are drawn as they go) are skipped.
+
+--full runs each arm's full form instead (one seed, every epoch, as a user's run would: weights that
+drift into denormals over a long run show here, not in two short epochs) and prints its first, median
+and last epoch's seconds (training and evaluation) and its median against the study's first arm's.
 """
 import argparse
 import functools
 import itertools
 import logging
 import math
+import statistics
 import sys
 import tempfile
 import time
@@ -32,6 +38,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from dlbench.artifacts import read_metrics
 from dlbench.config import compose
 from dlbench.loop import train_one_epoch
 from dlbench.overrides import is_grid, parse_or_explain, sweeper_params
@@ -109,23 +116,59 @@ def measure(name: str, arm: list[str], steps: int, threads: int, extra: list[str
             "minutes": seeds * full.epochs * epoch_examples(full) / loop / 60, "status": summary.get("status")}
 
 
+def measure_full(name: str, arm: list[str], threads: int, extra: list[str]) -> dict:
+    """The arm's full form, one seed: each epoch's seconds, as metrics.jsonl records them."""
+    cfg = compose([f"experiment={name}", *arm, *extra, "logger=none", "trainer.checkpoint=false",
+                   "trainer.progress=false", f"trainer.threads={threads}"])
+    torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        summary = run(cfg, run_dir=Path(tmp) / "run")
+        seconds = [m["epoch_seconds"] for m in read_metrics(Path(tmp) / "run")]
+    return {"arm": " ".join(arm) or "(one run)", "seconds": seconds, "status": summary.get("status"),
+            "rate": summary.get("train_examples_per_second") or float("nan")}
+
+
+def print_full(names: list[str], chosen, threads: int, extra: list[str]) -> None:
+    print(f"torch {torch.__version__}, {threads} threads; every epoch of each arm's full form, one seed")
+    print(f"{'study':<24} {'epochs':>6} {'first s':>8} {'median s':>8} {'last s':>8} {'train ex/s':>10} "
+          f"{'vs first':>8}  arm")
+    for name in names:
+        base = None
+        for arm in filter(chosen, arms(name)):
+            r = measure_full(name, arm, threads, extra)
+            median = statistics.median(r["seconds"])
+            base = base or median
+            status = "" if r["status"] == "completed" else f" ({r['status']})"
+            print(f"{name:<24} {len(r['seconds']):>6} {r['seconds'][0]:>8.2f} {median:>8.2f} {r['seconds'][-1]:>8.2f} "
+                  f"{r['rate']:>10.0f} {median / base:>8.2f}  {r['arm']}{status}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("studies", nargs="*", help="default: every study")
     parser.add_argument("--steps", type=int, default=30, help="batches per epoch of the loop, steps of the bound")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--override", action="append", default=[], help="for every arm, e.g. device=cuda")
+    parser.add_argument("--full", action="store_true", help="each arm's full form, epoch by epoch")
+    parser.add_argument("--arms", help="only the arms whose overrides contain one of these, e.g. none,l2")
     args = parser.parse_args()
     logging.getLogger("dlbench").setLevel(logging.WARNING)
     names = args.studies or list(studies())
+    wanted = args.arms.split(",") if args.arms else [""]
+
+    def chosen(arm: list[str]) -> bool:
+        return any(w in " ".join(arm) for w in wanted)
+
+    if args.full:
+        return print_full(names, chosen, args.threads, args.override)
     first = next((a for n in names for a in arms(n)[:1]), None)
     if first is not None:  # one unmeasured arm first: the process's one-off costs (imports, kernels) land there
         measure(next(n for n in names if arms(n)), first, 2, args.threads, args.override)
     print(f"torch {torch.__version__}, {args.threads} threads, {args.steps} steps; flagged: loop/bound > {FLAG}")
     print(f"{'study':<24} {'loop ex/s':>10} {'bound ex/s':>10} {'loop/bound':>10} {'full min':>9}  arm")
     for name in names:
-        todo = arms(name)
-        if not todo:
+        todo = list(filter(chosen, arms(name)))
+        if not arms(name):
             print(f"{name:<24} (a search: its arms are drawn as it goes; skipped)")
         total = 0.0
         for arm in todo:
@@ -136,7 +179,7 @@ def main() -> None:
             status = "" if r["status"] == "completed" else f" ({r['status']})"
             print(f"{name:<24} {r['loop']:>10.0f} {r['bound']:>10.0f} {r['ratio']:>10.2f} {minutes:>9}  "
                   f"{r['arm']}{status}{flag}", flush=True)
-        if todo:
+        if todo and len(todo) == len(arms(name)):  # a study's total needs every arm
             size = "a GPU study on this CPU" if total > 60 else "fits this CPU"
             print(f"{name:<24} full form: about {total:.0f} CPU min at these rates, every epoch it allows ({size})")
 

@@ -140,8 +140,54 @@ def test_l2_on_hidden_layers_leaves_the_output_layer_free(name, kwargs):
     every = L2Penalty(nn.CrossEntropyLoss(), model, coef=0.01)
     assert every.penalty().item() == pytest.approx(hidden.penalty().item() + 0.01 * out.weight.pow(2).sum().item(),
                                                    rel=1e-5)
-    grad, = torch.autograd.grad(hidden.penalty(), out.weight, allow_unused=True)
-    assert grad is None  # no pull on the output layer's weights
+    hidden.add_grad()
+    assert out.weight.grad is None  # no pull on the output layer's weights
+    assert all(torch.equal(p.grad, 0.02 * p) for p in hidden.params)
+
+
+@pytest.mark.parametrize("optimizer, clip, mode", [("sgd", None, "32"), ("adam", 0.5, "32"), ("adam", None, "16")])
+def test_l2_step_is_the_step_on_loss_plus_penalty(optimizer, clip, mode):
+    """The penalty's gradient, added in place by the loop, gives the step (and the reported loss) that
+    autograd through loss + coef * sum w^2 gives: before clipping, after a float16 loss's unscaling."""
+    from dlbench.loop import train_one_epoch
+    from dlbench.precision import Precision
+
+    def built():
+        torch.manual_seed(0)
+        model = create_model("mlp", in_shape=(1, 4, 4), num_classes=3, hidden=[6, 5])
+        opt = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}[optimizer](model.parameters(), lr=0.1)
+        return model, opt, Precision.build({"precision": mode}, torch.device("cpu"))
+
+    batches = [(torch.randn(8, 1, 4, 4), torch.randint(0, 3, (8,))) for _ in range(3)]
+    model, opt, precision = built()
+    losses = []
+    for x, y in batches:  # the reference: the penalty through autograd
+        with precision.autocast():
+            weights = [p for p in model.parameters() if p.dim() >= 2]
+            loss = nn.functional.cross_entropy(model(x), y).float() + 0.05 * sum(w.pow(2).sum() for w in weights)
+        opt.zero_grad()
+        precision.backward(loss)
+        precision.unscale(opt)
+        if clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), clip)
+        precision.step(opt)
+        losses.append(loss.item())
+    ours, opt, precision = built()
+    result = train_one_epoch(ours, batches, L2Penalty(nn.CrossEntropyLoss(), ours, coef=0.05), opt,
+                             clip_grad=clip, precision=precision)
+    for theirs, mine in zip(model.parameters(), ours.parameters()):
+        torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-6)
+    assert result["loss"] == pytest.approx(sum(losses) / 3, rel=1e-5)
+
+
+def test_l2_with_no_weight_to_penalise_is_refused():
+    """regularizer.l2.layers=hidden on a model without hidden layers would change nothing."""
+    from dlbench.errors import ConfigError
+    from dlbench.regularizers import L2
+
+    model = create_model("mlp", in_shape=(1, 4, 4), num_classes=3, hidden=[])
+    with pytest.raises(ConfigError, match="no weight matrix"):
+        L2(0.01, layers="hidden").check(SimpleNamespace(model=SimpleNamespace(name="mlp")), model, None, None)
 
 
 def weight_norm(run_dir):

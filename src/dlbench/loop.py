@@ -37,19 +37,24 @@ def train_one_epoch(model: nn.Module, batches: Iterable, loss_fn: nn.Module, opt
     clipping) when clip_grad is set, and the counts: "examples" (batch rows: images, sequences)
     and "rows" (what the loss averages over: examples, or a language model's characters).
     on_step gets {"loss": 0-d tensor, maybe "grad/norm"} after every optimizer step: one dict,
-    updated in place, so keep values, not it."""
+    updated in place, so keep values, not it. A loss with a gradient of its own to add (an L2
+    penalty's, `add_grad`) adds it after backward, before clipping."""
     model.train()
     losses, corrects, sizes, norms = [], [], [], []  # 0-d device tensors, reduced once at the end
     step: dict[str, torch.Tensor] = {}
     carry, examples, carries = None, 0, getattr(batches, "carries_state", False)
+    add_grad = getattr(loss_fn, "add_grad", None)
     for x, y in batches:
         with precision.autocast():
             out, target, carry = forward(model, precision.inputs(x), y, carry)
             loss = loss_fn(out, target).float()
         optimizer.zero_grad(set_to_none=True)
         precision.backward(loss)
-        if clip_grad is not None:
+        if add_grad is not None or clip_grad is not None:
             precision.unscale(optimizer)
+        if add_grad is not None:
+            add_grad()
+        if clip_grad is not None:
             norms.append(nn.utils.clip_grad_norm_(model.parameters(), clip_grad))
             step["grad/norm"] = norms[-1]
         precision.step(optimizer)
