@@ -40,6 +40,15 @@ def test_grad_norm_matches_a_hand_computation(tmp_path):
     assert rec["update/ratio"] == pytest.approx(0.1 * rec["grad/norm"] / weight_norm, rel=1e-5)
     assert rec["grad/norm_by_layer"]["0.weight"] == pytest.approx(2.0)  # four 1s
     assert [probe.wanted(s) for s in (5, 6, 10, 11, 20)] == [True, False, True, False, True]
+    after_one = torch.cat([p.detach().flatten() for p in model.parameters()]).norm().item()
+    with torch.no_grad():  # a second step: its ratio is against the weights the first step left
+        for p, g in zip(model.parameters(), grads):
+            p -= 0.3 * g
+    state.global_step = 2
+    probe.on_step(state, {})
+    probe.on_epoch_end(state, {"epoch": 1})
+    second = json.loads((tmp_path / "probes" / "grad_norm.jsonl").read_text().splitlines()[1])
+    assert second["update/ratio"] == pytest.approx(0.3 * rec["grad/norm"] / after_one, rel=1e-5)
 
 
 def test_dead_relu_fraction_counts_units_silent_on_every_example():

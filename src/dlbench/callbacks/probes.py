@@ -34,7 +34,7 @@ class GradNorm(Callback):
 
     def __init__(self, first_steps: int = 100, every: int = 50, per_layer: bool = True):
         self.first_steps, self.every, self.per_layer = first_steps, every, per_layer
-        self.previous = None
+        self.previous, self.kept = None, False
         self.epoch_records: list[dict] = []
         self.all_records: list[dict] = []
 
@@ -56,7 +56,13 @@ class GradNorm(Callback):
         self.keep_weights(state.global_step + 1)
 
     def keep_weights(self, next_step: int) -> None:
-        self.previous = [p.detach().clone() for _, p in self.named] if self.wanted(next_step) else None
+        """The weights before a step that will be logged, copied into buffers kept for the run."""
+        self.kept = self.wanted(next_step)
+        weights = [p.detach() for _, p in self.named]
+        if self.kept and self.previous is None:
+            self.previous = [w.clone() for w in weights]
+        elif self.kept:
+            torch._foreach_copy_(self.previous, weights)
 
     @torch.no_grad()
     def on_step(self, state, step: dict) -> None:
@@ -66,17 +72,20 @@ class GradNorm(Callback):
 
     @torch.no_grad()
     def record(self, state) -> None:
+        """One step's numbers, each a fused (foreach) pass over the parameters, read in one sync."""
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for _, p in self.named]
-        norms = torch.stack([g.norm() for g in grads])
+        norms = torch.stack(torch._foreach_norm(grads))
         numel = sum(g.numel() for g in grads)
-        values = {"grad/norm": norms.norm(), "grad/mean_abs": sum(g.abs().sum() for g in grads) / numel}
-        if self.previous is not None:
-            update = torch.stack([(p - q).norm() for (_, p), q in zip(self.named, self.previous)]).norm()
-            weight = torch.stack([q.norm() for q in self.previous]).norm()
-            values["update/ratio"] = update / weight
-        rec = {"step": state.global_step, **{k: float(v) for k, v in values.items()}}
+        values = {"grad/norm": norms.norm(), "grad/mean_abs": torch.stack(torch._foreach_norm(grads, 1)).sum() / numel}
+        if self.kept:
+            weight = torch.stack(torch._foreach_norm(self.previous)).norm()
+            torch._foreach_sub_(self.previous, [p.detach() for _, p in self.named])  # theta_{t-1} - theta_t
+            values["update/ratio"] = torch.stack(torch._foreach_norm(self.previous)).norm() / weight
+        numbers = torch.cat([torch.stack(list(values.values())), norms]).tolist()
+        values = dict(zip(values, numbers))
+        rec = {"step": state.global_step, **values}
         if self.per_layer:
-            rec["grad/norm_by_layer"] = dict(zip((n for n, _ in self.named), norms.tolist()))
+            rec["grad/norm_by_layer"] = dict(zip((n for n, _ in self.named), numbers[len(values):]))
         self.file.write(json.dumps(rec) + "\n")
         for key in ("grad/norm", "grad/mean_abs", "update/ratio"):
             if key in rec:
