@@ -26,6 +26,7 @@ and last epoch's seconds (training and evaluation) and its median against the st
 """
 import argparse
 import functools
+import gc
 import itertools
 import logging
 import math
@@ -107,6 +108,7 @@ def measure(name: str, arm: list[str], steps: int, threads: int, extra: list[str
     full = compose([f"experiment={name}", *arm, *extra])
     cfg = compose([f"experiment={name}", *arm, *extra, *capped(full, steps, threads)])
     torch.set_num_threads(threads)
+    gc.collect()  # the previous arm's garbage, not collected inside this arm's short loop
     with tempfile.TemporaryDirectory() as tmp:
         summary = run(cfg, run_dir=Path(tmp) / "loop")
         bound = bound_rate(cfg, steps, Path(tmp) / "bound")
