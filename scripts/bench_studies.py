@@ -22,7 +22,8 @@ probe or callback, a regulariser's cost. Search studies (their arms are drawn as
 
 --full runs each arm's full form instead (one seed, every epoch, as a user's run would: weights that
 drift into denormals over a long run show here, not in two short epochs) and prints its first, median
-and last epoch's seconds (training and evaluation) and its median against the study's first arm's.
+and last epoch's seconds (training and evaluation), its median against the study's first arm's, and the
+last epoch's train loss and validation accuracy (to compare runs of one seed with different settings).
 """
 import argparse
 import functools
@@ -127,13 +128,14 @@ def measure_full(name: str, arm: list[str], threads: int, extra: list[str]) -> d
         summary = run(cfg, run_dir=Path(tmp) / "run")
         seconds = [m["epoch_seconds"] for m in read_metrics(Path(tmp) / "run")]
     return {"arm": " ".join(arm) or "(one run)", "seconds": seconds, "status": summary.get("status"),
-            "rate": summary.get("train_examples_per_second") or float("nan")}
+            "rate": summary.get("train_examples_per_second") or float("nan"),
+            "numbers": " ".join(f"{k} {summary[k]:.4f}" for k in ("train/loss", "val/acc") if summary.get(k) is not None)}
 
 
 def print_full(names: list[str], chosen, threads: int, extra: list[str]) -> None:
     print(f"torch {torch.__version__}, {threads} threads; every epoch of each arm's full form, one seed")
     print(f"{'study':<24} {'epochs':>6} {'first s':>8} {'median s':>8} {'last s':>8} {'train ex/s':>10} "
-          f"{'vs first':>8}  arm")
+          f"{'vs first':>8}  arm: its last epoch's numbers")
     for name in names:
         base = None
         for arm in filter(chosen, arms(name)):
@@ -142,7 +144,7 @@ def print_full(names: list[str], chosen, threads: int, extra: list[str]) -> None
             base = base or median
             status = "" if r["status"] == "completed" else f" ({r['status']})"
             print(f"{name:<24} {len(r['seconds']):>6} {r['seconds'][0]:>8.2f} {median:>8.2f} {r['seconds'][-1]:>8.2f} "
-                  f"{r['rate']:>10.0f} {median / base:>8.2f}  {r['arm']}{status}", flush=True)
+                  f"{r['rate']:>10.0f} {median / base:>8.2f}  {r['arm']}{status}: {r['numbers']}", flush=True)
 
 
 def main() -> None:
