@@ -158,6 +158,8 @@ FIT = {
     "alexnet-on-8x8": (["model=alexnet"], ("model=alexnet", "1x8x8", "dataset.resize", "alexnet28")),
     "dropout-without-site": (["model=lenet", "dataset.resize=28", "regularizer=dropout"], ("regularizer=dropout", "no dropout site")),
     "batchnorm-without-layers": (["model=lenet", "dataset.resize=28", "regularizer=batchnorm"], ("regularizer=batchnorm", "no batch norm")),
+    "l2-without-hidden-layer": (["regularizer=l2", "regularizer.l2.layers=hidden", "model.hidden=[]"],
+                                ("regularizer=l2", "no weight matrix", "regularizer.l2.layers=all")),
     "smoothing-with-mse": (["loss=mse", "regularizer=label_smoothing"], ("regularizer=label_smoothing", "loss=cross_entropy")),
     "augment-points": (["dataset=playground", "regularizer=augmentation"], ("regularizer=augmentation", "no images")),
     "stop-on-missing-split": (["dataset=playground", "regularizer=early_stopping"],
