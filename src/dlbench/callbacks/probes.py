@@ -58,10 +58,12 @@ class GradNorm(Callback):
     def keep_weights(self, next_step: int) -> None:
         """The weights before a step that will be logged, copied into buffers kept for the run."""
         self.kept = self.wanted(next_step)
-        weights = [p.detach() for _, p in self.named]
-        if self.kept and self.previous is None:
+        if not self.kept:
+            return
+        weights = [p.detach() for _, p in self.named]  # read each time: a fused group swaps its members' tensors
+        if self.previous is None:
             self.previous = [w.clone() for w in weights]
-        elif self.kept:
+        else:
             torch._foreach_copy_(self.previous, weights)
 
     @torch.no_grad()
